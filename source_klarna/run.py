@@ -1,0 +1,73 @@
+"""The `source-klarna` console script: Airbyte's spec / check / discover / read."""
+
+from __future__ import annotations
+
+import base64
+import sys
+from typing import Any, List, Mapping, Optional
+
+import orjson
+
+from airbyte_cdk.entrypoint import AirbyteEntrypoint, launch
+from airbyte_cdk.models import (
+    AirbyteConnectionStatus,
+    AirbyteMessage,
+    AirbyteMessageSerializer,
+    Status,
+    Type,
+)
+from airbyte_cdk.utils.airbyte_secrets_utils import update_secrets
+from airbyte_cdk.utils.traced_exception import AirbyteTracedException
+
+from source_klarna.config_checks import validate_config
+from source_klarna.source import SourceKlarna
+
+
+def _print(message: AirbyteMessage) -> None:
+    sys.stdout.write(orjson.dumps(AirbyteMessageSerializer.dump(message)).decode() + "\n")
+    sys.stdout.flush()
+
+
+def hide_credentials(config: Mapping[str, Any]) -> None:
+    """Beyond the password itself (which the CDK masks), mask the Basic token a debug log could show."""
+    username, password = config.get("username"), config.get("password")
+    if isinstance(username, str) and isinstance(password, str) and password:
+        token = base64.b64encode(f"{username}:{password}".encode()).decode()
+        update_secrets([password, token])
+
+
+def _config_error_exit(command: str, error: AirbyteTracedException) -> None:
+    """`check` answers a config error with a FAILED status (exit 0, as Airbyte expects); the other
+    commands with an error trace and a non-zero exit."""
+    if command == "check":
+        _print(
+            AirbyteMessage(
+                type=Type.CONNECTION_STATUS,
+                connectionStatus=AirbyteConnectionStatus(status=Status.FAILED, message=error.message),
+            )
+        )
+        sys.exit(0)
+    _print(error.as_airbyte_message())
+    sys.exit(1)
+
+
+def run(args: Optional[List[str]] = None) -> None:
+    args = list(sys.argv[1:] if args is None else args)
+    command = args[0] if args else ""
+    config_path = AirbyteEntrypoint.extract_config(args)
+    config = None
+    if config_path:
+        config = SourceKlarna.read_config(config_path)
+        hide_credentials(config)
+        try:
+            validate_config(config)
+        except AirbyteTracedException as error:
+            _config_error_exit(command, error)
+    catalog_path = AirbyteEntrypoint.extract_catalog(args)
+    state_path = AirbyteEntrypoint.extract_state(args)
+    source = SourceKlarna(
+        catalog=SourceKlarna.read_catalog(catalog_path) if catalog_path else None,
+        config=config,
+        state=SourceKlarna.read_state(state_path) if state_path else None,
+    )
+    launch(source, args)
