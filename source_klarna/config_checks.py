@@ -35,9 +35,14 @@ def config_problem(config: Mapping[str, Any], now: Optional[dt.datetime] = None)
         return "playground must be true or false."
     start_date = config.get("start_date")
     if start_date:
-        try:
-            parsed = dt.datetime.strptime(str(start_date), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
-        except ValueError:
+        parsed = None
+        for layout in ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d"):
+            try:
+                parsed = dt.datetime.strptime(str(start_date), layout).replace(tzinfo=dt.timezone.utc)
+                break
+            except ValueError:
+                continue
+        if parsed is None:
             return f"The start_date {start_date!r} is not a UTC date-time: write it as YYYY-MM-DDTHH:MM:SSZ, for example 2024-01-01T00:00:00Z."
         if parsed > now:
             return f"The start_date {start_date} lies in the future: set it to today or earlier, or leave it empty to sync the whole history."

@@ -1,0 +1,43 @@
+"""Serves Klarna collections through requests-mock with Klarna's paging and date-filter rules."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Mapping, Optional
+
+from unit_tests.integration import response_builder as rb
+from unit_tests.integration.request_builder import KlarnaRequestBuilder, query_of
+
+
+def _bare_date_means_midnight(value: str) -> str:
+    return value if "T" in value else f"{value}T00:00:00Z"
+
+
+class KlarnaMock:
+    def __init__(self, requests_mock: Any, requests: Optional[KlarnaRequestBuilder] = None) -> None:
+        self._mock = requests_mock
+        self.requests = requests or KlarnaRequestBuilder()
+
+    def serve_payouts(self, payouts: List[Dict[str, Any]], total_override: Optional[int] = None) -> None:
+        def answer(request: Any, context: Any) -> Mapping[str, Any]:
+            query = query_of(request.url)
+            start = _bare_date_means_midnight(query.get("start_date", "0000"))
+            end = _bare_date_means_midnight(query.get("end_date", "9999"))
+            rows = [p for p in payouts if start <= p["payout_date"] <= end]
+            rows.sort(key=lambda p: p["payout_date"], reverse=True)
+            return rb.page("payouts", rows, int(query.get("offset", 0)), int(query.get("size", 20)), total_override)
+
+        self._mock.get(self.requests.payouts_url(), json=answer)
+
+    def serve_transactions(self, by_payment_reference: Dict[str, List[Dict[str, Any]]]) -> None:
+        def answer(request: Any, context: Any) -> Mapping[str, Any]:
+            query = query_of(request.url)
+            rows = by_payment_reference.get(query.get("payment_reference", ""), [])
+            return rb.page("transactions", rows, int(query.get("offset", 0)), int(query.get("size", 20)))
+
+        self._mock.get(self.requests.transactions_url(), json=answer)
+
+    def serve_summaries(self, answer: Callable[[Dict[str, str]], List[Dict[str, Any]]]) -> None:
+        self._mock.get(self.requests.summary_url(), json=lambda request, context: answer(query_of(request.url)))
+
+    def urls(self, path_fragment: str) -> List[str]:
+        return [r.url for r in self._mock.request_history if path_fragment in r.url]

@@ -1,0 +1,51 @@
+"""What the connector must send: URLs per region/environment and the query of each endpoint."""
+
+from __future__ import annotations
+
+import re
+from typing import Dict, Optional
+from urllib.parse import parse_qs, urlparse
+
+HOSTS = {
+    ("eu", False): "https://api.klarna.com",
+    ("na", False): "https://api-na.klarna.com",
+    ("oc", False): "https://api-oc.klarna.com",
+    ("eu", True): "https://api.playground.klarna.com",
+    ("na", True): "https://api-na.playground.klarna.com",
+    ("oc", True): "https://api-oc.playground.klarna.com",
+}
+SETTLEMENTS = "/settlements/v1"
+
+
+class KlarnaRequestBuilder:
+    def __init__(self, base_url: str = HOSTS[("eu", False)]) -> None:
+        self._base_url = base_url.rstrip("/")
+
+    @classmethod
+    def for_region(cls, region: str = "eu", playground: bool = False) -> "KlarnaRequestBuilder":
+        return cls(HOSTS[(region, playground)])
+
+    def payouts_url(self) -> re.Pattern:
+        return re.compile(re.escape(f"{self._base_url}{SETTLEMENTS}/payouts") + r"(\?.*)?$")
+
+    def transactions_url(self) -> re.Pattern:
+        return re.compile(re.escape(f"{self._base_url}{SETTLEMENTS}/transactions") + r"(\?.*)?$")
+
+    def summary_url(self) -> re.Pattern:
+        return re.compile(re.escape(f"{self._base_url}{SETTLEMENTS}/payouts/summary") + r"(\?.*)?$")
+
+
+def query_of(url: str) -> Dict[str, str]:
+    """The request's query as single values (the connector never repeats a parameter)."""
+    parsed = parse_qs(urlparse(url).query, keep_blank_values=True)
+    assert all(len(v) == 1 for v in parsed.values()), f"repeated query parameter in {url}"
+    return {k: v[0] for k, v in parsed.items()}
+
+
+def offset_of(url: str) -> int:
+    return int(query_of(url).get("offset", "0"))
+
+
+def size_of(url: str) -> Optional[int]:
+    size = query_of(url).get("size")
+    return int(size) if size is not None else None

@@ -1,0 +1,37 @@
+"""The host follows region and environment; an override wins; the auth header is Basic."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from airbyte_cdk.models import SyncMode
+
+from unit_tests.integration import response_builder as rb
+from unit_tests.integration.config import PASSWORD, ConfigBuilder
+from unit_tests.integration.klarna_mock import KlarnaMock
+from unit_tests.integration.reader import read_streams, records_of
+from unit_tests.integration.request_builder import HOSTS, KlarnaRequestBuilder
+
+
+@pytest.mark.parametrize("region, playground", sorted(HOSTS))
+def test_region_and_playground_pick_the_host(requests_mock, region, playground):
+    klarna = KlarnaMock(requests_mock, KlarnaRequestBuilder.for_region(region, playground))
+    klarna.serve_payouts([rb.payout("A", "2024-02-01T06:00:00Z")])
+
+    output = read_streams(ConfigBuilder().with_region(region).with_playground(playground).build(), {"payouts": SyncMode.full_refresh})
+
+    assert [r["payment_reference"] for r in records_of(output, "payouts")] == ["A"]
+    assert {r.url.split("/settlements")[0] for r in requests_mock.request_history} == {HOSTS[(region, playground)]}
+
+
+def test_base_url_override_wins_and_requests_carry_basic_auth(requests_mock):
+    klarna = KlarnaMock(requests_mock, KlarnaRequestBuilder("https://klarna-proxy.example.com/prefix"))
+    klarna.serve_payouts([rb.payout("A", "2024-02-01T06:00:00Z")])
+    config = ConfigBuilder().with_fields(base_url_override="https://klarna-proxy.example.com/prefix").build()
+
+    output = read_streams(config, {"payouts": SyncMode.full_refresh})
+
+    assert len(records_of(output, "payouts")) == 1
+    expected = "Basic " + base64.b64encode(f"{config['username']}:{PASSWORD}".encode()).decode()
+    assert {r.headers["Authorization"] for r in requests_mock.request_history} == {expected}

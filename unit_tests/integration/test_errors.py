@@ -1,0 +1,171 @@
+"""Every way Klarna can refuse or fail, and what the user is told."""
+
+from __future__ import annotations
+
+import datetime as dt
+from unittest import mock
+
+import pytest
+from airbyte_cdk.models import FailureType, SyncMode
+from unit_tests.integration import response_builder as rb
+from unit_tests.integration.config import PASSWORD, ConfigBuilder
+from unit_tests.integration.klarna_mock import KlarnaMock
+from unit_tests.integration.request_builder import KlarnaRequestBuilder
+from unit_tests.integration.reader import check_connection, everything_printed, read_streams, records_of
+
+PAYOUTS = {"payouts": SyncMode.full_refresh}
+# A start date inside one 90-day window, so one window's requests are counted.
+RECENT = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _first_error(output):
+    assert output.errors, "expected an error trace"
+    return output.errors[0].trace.error
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_rejected_credentials_are_a_config_error_naming_region_and_environment(requests_mock, status):
+    requests_mock.get(KlarnaMock(requests_mock).requests.payouts_url(), status_code=status, json=rb.error("UNAUTHORIZED", ["Bad credentials"]))
+
+    output = read_streams(ConfigBuilder().build(), PAYOUTS, expecting_exception=True)
+
+    error = _first_error(output)
+    assert error.failure_type == FailureType.config_error
+    assert "rejected the API credentials for the eu production environment" in error.message
+    assert "playground" in error.message
+    assert records_of(output, "payouts") == []
+
+
+def test_check_reports_rejected_playground_credentials_as_a_failed_status_not_a_traceback(requests_mock, tmp_path):
+    requests_mock.get(KlarnaRequestBuilder.for_region("na", True).payouts_url(), status_code=401, json=rb.error("UNAUTHORIZED"))
+    config = ConfigBuilder().with_region("na").with_playground().build()
+
+    output = check_connection(config, tmp_path)
+
+    status = output.connection_status_messages[-1].connectionStatus
+    assert status.status.name == "FAILED"
+    assert "Traceback" not in everything_printed(output)
+    assert "na playground environment" in status.message
+    assert PASSWORD not in status.message
+
+
+def test_check_succeeds_with_good_credentials(requests_mock, tmp_path):
+    KlarnaMock(requests_mock).serve_payouts([rb.payout("A", "2024-02-01T06:00:00Z")])
+    config = ConfigBuilder().build()
+
+    output = check_connection(config, tmp_path)
+
+    assert output.connection_status_messages[-1].connectionStatus.status.name == "SUCCEEDED"
+
+
+def test_bad_request_surfaces_klarnas_messages_and_correlation_id(requests_mock):
+    requests_mock.get(
+        KlarnaMock(requests_mock).requests.payouts_url(),
+        status_code=400,
+        json=rb.error("BAD_VALUE", ["start_date must be before end_date", "size too large"], "corr-400-abc"),
+    )
+
+    error = _first_error(read_streams(ConfigBuilder().build(), PAYOUTS, expecting_exception=True))
+
+    assert error.failure_type == FailureType.config_error
+    assert "start_date must be before end_date; size too large" in error.message
+    assert "corr-400-abc" in error.message
+    assert "/settlements/v1/payouts" in error.message
+
+
+def test_server_errors_are_retried_and_the_sync_completes(requests_mock):
+    payouts = [rb.payout("A", RECENT)]
+    answers = [
+        {"status_code": 503, "json": rb.error("SERVICE_UNAVAILABLE")},
+        {"status_code": 500, "json": rb.error("INTERNAL")},
+        {"status_code": 200, "json": rb.page("payouts", payouts)},
+    ]
+    requests_mock.get(KlarnaMock(requests_mock).requests.payouts_url(), answers)
+
+    output = read_streams(ConfigBuilder().with_start_date(RECENT).build(), PAYOUTS)
+
+    assert [r["payment_reference"] for r in records_of(output, "payouts")] == ["A"]
+    assert not output.errors
+
+
+def test_server_errors_past_the_retry_budget_fail_naming_endpoint_and_correlation_id(requests_mock):
+    requests_mock.get(KlarnaMock(requests_mock).requests.payouts_url(), status_code=503, json=rb.error("DOWN", ["down"], "corr-503-xyz"))
+
+    output = read_streams(ConfigBuilder().with_start_date(RECENT).build(), PAYOUTS, expecting_exception=True)
+
+    error = _first_error(output)
+    assert error.failure_type == FailureType.transient_error
+    assert "https://api.klarna.com/settlements/v1/payouts" in error.message
+    assert "corr-503-xyz" in error.message
+    # One request and six retries, not an endless loop.
+    assert len(requests_mock.request_history) == 7
+
+
+def test_rate_limit_waits_as_long_as_retry_after_says(requests_mock):
+    payouts = [rb.payout("A", RECENT)]
+    requests_mock.get(
+        KlarnaMock(requests_mock).requests.payouts_url(),
+        [
+            {"status_code": 429, "json": rb.error("RATE_LIMITED"), "headers": {"Retry-After": "7"}},
+            {"status_code": 200, "json": rb.page("payouts", payouts)},
+        ],
+    )
+    sleep = mock.MagicMock()
+
+    output = read_streams(ConfigBuilder().with_start_date(RECENT).build(), PAYOUTS, sleep=sleep)
+
+    assert [r["payment_reference"] for r in records_of(output, "payouts")] == ["A"]
+    # The CDK adds a second of margin to Klarna's Retry-After.
+    assert any(7 <= call.args[0] <= 8 for call in sleep.call_args_list)
+
+
+def test_rate_limit_without_retry_after_backs_off_exponentially(requests_mock):
+    requests_mock.get(KlarnaMock(requests_mock).requests.payouts_url(), status_code=429, json=rb.error("RATE_LIMITED", correlation_id="corr-429"))
+    sleep = mock.MagicMock()
+
+    output = read_streams(ConfigBuilder().with_start_date(RECENT).build(), PAYOUTS, sleep=sleep, expecting_exception=True)
+
+    waits = [call.args[0] for call in sleep.call_args_list if call.args[0] >= 2]
+    assert waits == sorted(waits) and len(waits) >= 3 and waits[0] < waits[-1]
+    assert any("corr-429" in e.trace.error.message for e in output.errors)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param({"text": '{"payouts": [{"payment_reference": "A"'}, id="truncated-json"),
+        pytest.param({"text": "<html>Bad gateway</html>"}, id="not-json"),
+        pytest.param({"json": {"payouts": [rb.payout("A")]}}, id="no-pagination"),
+        pytest.param({"json": {"payouts": None, "pagination": {"count": 0, "total": 5, "offset": 0}}}, id="null-list"),
+    ],
+)
+def test_an_answer_that_is_not_a_page_is_retried_then_fails_instead_of_ending_the_stream(requests_mock, body):
+    requests_mock.get(KlarnaMock(requests_mock).requests.payouts_url(), status_code=200, **body)
+
+    output = read_streams(ConfigBuilder().with_start_date(RECENT).build(), PAYOUTS, expecting_exception=True)
+
+    error = _first_error(output)
+    assert error.failure_type == FailureType.system_error
+    assert "was not a page of payouts" in error.message
+    assert records_of(output, "payouts") == []
+    assert len(requests_mock.request_history) == 7
+
+
+def test_an_answer_with_unknown_fields_is_kept_whole(requests_mock):
+    payout = rb.payout("A", RECENT, brand_new_field={"x": 1})
+    page = rb.page("payouts", [payout])
+    page["pagination"]["brand_new"] = True
+    requests_mock.get(KlarnaMock(requests_mock).requests.payouts_url(), json=page)
+
+    output = read_streams(ConfigBuilder().with_start_date(RECENT).build(), PAYOUTS)
+
+    assert records_of(output, "payouts")[0]["brand_new_field"] == {"x": 1}
+
+
+def test_the_password_appears_nowhere_in_the_output_of_a_failing_sync(requests_mock):
+    requests_mock.get(KlarnaMock(requests_mock).requests.payouts_url(), status_code=401, json=rb.error("UNAUTHORIZED", [f"echo {PASSWORD}"]))
+
+    output = read_streams(ConfigBuilder().build(), PAYOUTS, expecting_exception=True)
+
+    assert output.errors
+    assert PASSWORD not in everything_printed(output)

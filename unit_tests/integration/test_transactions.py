@@ -1,0 +1,134 @@
+"""transactions: one partition per payout, every page, a stable key, payouts new since the state."""
+
+from __future__ import annotations
+
+import copy
+
+from airbyte_cdk.models import SyncMode
+
+from unit_tests.integration import response_builder as rb
+from unit_tests.integration.config import ConfigBuilder
+from unit_tests.integration.klarna_mock import KlarnaMock
+from unit_tests.integration.reader import final_state, read_streams, records_of
+from unit_tests.integration.request_builder import offset_of, query_of, size_of
+
+STREAMS = {"transactions": SyncMode.incremental}
+FULL = {"transactions": SyncMode.full_refresh}
+
+
+def _account(requests_mock, payouts, transactions):
+    klarna = KlarnaMock(requests_mock)
+    klarna.serve_payouts(payouts)
+    klarna.serve_transactions(transactions)
+    return klarna
+
+
+def _rows(ref, n, **fields):
+    return [rb.transaction(ref, amount=100 + i, **fields) for i in range(n)]
+
+
+def test_reads_every_page_of_every_payout_with_its_payout_fields(requests_mock):
+    payouts = [rb.payout("A", "2024-02-01T06:00:00Z"), rb.payout("B", "2024-02-02T06:00:00Z")]
+    transactions = {"A": _rows("A", 1203), "B": _rows("B", 3)}
+    klarna = _account(requests_mock, payouts, transactions)
+
+    output = read_streams(ConfigBuilder().build(), FULL)
+
+    rows = records_of(output, "transactions")
+    assert len(rows) == 1206
+    assert {r["payment_reference"] for r in rows if r["payout_date"] == "2024-02-01T06:00:00Z"} == {"A"}
+    assert {r["payment_reference"] for r in rows if r["payout_date"] == "2024-02-02T06:00:00Z"} == {"B"}
+    urls_a = [u for u in klarna.urls("/transactions") if query_of(u)["payment_reference"] == "A"]
+    assert sorted(offset_of(u) for u in urls_a) == [0, 500, 1000]
+    assert {size_of(u) for u in klarna.urls("/transactions")} == {500}
+
+
+def test_payment_reference_missing_on_a_row_is_filled_from_its_payout(requests_mock):
+    row = rb.transaction("A")
+    del row["payment_reference"]
+    _account(requests_mock, [rb.payout("A", "2024-02-01T06:00:00Z")], {"A": [row]})
+
+    rows = records_of(read_streams(ConfigBuilder().build(), FULL), "transactions")
+
+    assert rows[0]["payment_reference"] == "A"
+    assert rows[0]["transaction_key"].startswith("A:")
+
+
+def test_identical_rows_inside_a_payout_get_distinct_keys_and_keys_survive_a_reread(requests_mock):
+    fee = rb.transaction("A", type="FEE", amount=250)
+    # Three byte-identical fee rows, two of them split across a page boundary.
+    rows = _rows("A", 498) + [fee, copy.deepcopy(fee), copy.deepcopy(fee)] + _rows("A", 5)
+    _account(requests_mock, [rb.payout("A", "2024-02-01T06:00:00Z")], {"A": rows})
+
+    first = [r["transaction_key"] for r in records_of(read_streams(ConfigBuilder().build(), FULL), "transactions")]
+    second = [r["transaction_key"] for r in records_of(read_streams(ConfigBuilder().build(), FULL), "transactions")]
+
+    assert len(first) == len(set(first)) == 506
+    assert first == second
+
+
+def test_keys_do_not_depend_on_the_order_klarna_lists_rows_in(requests_mock):
+    fee = rb.transaction("A", type="FEE", amount=250)
+    rows = _rows("A", 10) + [fee, copy.deepcopy(fee)]
+    transactions = {"A": rows}
+    _account(requests_mock, [rb.payout("A", "2024-02-01T06:00:00Z")], transactions)
+    in_order = {r["transaction_key"] for r in records_of(read_streams(ConfigBuilder().build(), FULL), "transactions")}
+
+    transactions["A"] = list(reversed(rows))
+    reversed_order = {r["transaction_key"] for r in records_of(read_streams(ConfigBuilder().build(), FULL), "transactions")}
+
+    assert in_order == reversed_order
+
+
+def test_incremental_reads_only_payouts_new_since_the_state_plus_the_one_at_the_cursor(requests_mock):
+    payouts = [rb.payout(f"P{i}", f"2024-02-{1 + i:02d}T06:00:00Z") for i in range(5)]
+    transactions = {p["payment_reference"]: _rows(p["payment_reference"], 3) for p in payouts}
+    klarna = _account(requests_mock, payouts, transactions)
+    config = ConfigBuilder().with_fields(lookback_window_days=0).build()
+    first = read_streams(config, STREAMS)
+    assert len(records_of(first, "transactions")) == 15
+
+    new = rb.payout("NEW", "2024-03-01T06:00:00Z")
+    payouts.append(new)
+    transactions["NEW"] = _rows("NEW", 4)
+    requests_mock.reset_mock()
+    second = read_streams(config, STREAMS, state=_state(first))
+
+    # Klarna's start_date is inclusive, so the payout at the cursor (P4) is read again: its rows keep
+    # their keys. Nothing older is.
+    rows = records_of(second, "transactions")
+    assert sorted(r["payment_reference"] for r in rows) == ["NEW"] * 4 + ["P4"] * 3
+    assert {query_of(u)["payment_reference"] for u in klarna.urls("/transactions")} == {"NEW", "P4"}
+    first_keys = {r["transaction_key"] for r in records_of(first, "transactions") if r["payment_reference"] == "P4"}
+    assert {r["transaction_key"] for r in rows if r["payment_reference"] == "P4"} == first_keys
+
+
+def test_a_late_payout_within_the_lookback_brings_its_transactions(requests_mock):
+    payouts = [rb.payout("A", "2024-02-01T06:00:00Z"), rb.payout("B", "2024-02-10T06:00:00Z")]
+    transactions = {"A": _rows("A", 2), "B": _rows("B", 2)}
+    _account(requests_mock, payouts, transactions)
+    first = read_streams(ConfigBuilder().build(), STREAMS)
+
+    # Dated two days before the saved cursor: inside the default three-day lookback.
+    payouts.append(rb.payout("LATE", "2024-02-08T06:00:00Z"))
+    transactions["LATE"] = _rows("LATE", 3)
+    second = read_streams(ConfigBuilder().build(), STREAMS, state=_state(first))
+
+    late_rows = [r for r in records_of(second, "transactions") if r["payment_reference"] == "LATE"]
+    assert len(late_rows) == 3
+    assert {r["payout_date"] for r in late_rows} == {"2024-02-08T06:00:00Z"}
+
+
+def test_state_carries_the_payouts_cursor_it_depends_on(requests_mock):
+    _account(requests_mock, [rb.payout("A", "2024-02-01T06:00:00Z")], {"A": _rows("A", 1)})
+
+    state = final_state(read_streams(ConfigBuilder().build(), STREAMS), "transactions")
+
+    assert state["parent_state"] == {"payouts": {"payout_date": "2024-02-01T06:00:00Z"}}
+    assert state["state"] == {"payout_date": "2024-02-01T06:00:00Z"}
+
+
+def _state(output):
+    from unit_tests.integration.reader import state_for
+
+    return state_for({"transactions": final_state(output, "transactions")})

@@ -1,0 +1,61 @@
+"""Config mistakes are answered with a sentence that says what to change."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from source_klarna.config_checks import KlarnaConfigError, config_problem, validate_config
+
+GOOD = {"username": "K1_user", "password": "pw", "region": "eu", "playground": False, "start_date": "2024-01-01T00:00:00Z"}
+NOW = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.timezone.utc)
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"start_date": "2024-01-01T00:00:00"}, "write it as YYYY-MM-DDTHH:MM:SSZ"),
+        ({"start_date": "01/02/2024"}, "write it as YYYY-MM-DDTHH:MM:SSZ"),
+        ({"start_date": "2024-02-30T00:00:00Z"}, "is not a UTC date-time"),
+        ({"start_date": "2027-01-01T00:00:00Z"}, "lies in the future"),
+        ({"region": "us"}, "use one of eu, na or oc"),
+        ({"password": ""}, "The password is missing"),
+        ({"username": None}, "The username is missing"),
+        ({"base_url_override": "http://klarna-proxy.example.com"}, "would send the Klarna password unencrypted"),
+        ({"base_url_override": "ftp://x"}, "is not a URL"),
+        ({"concurrency": 0}, "concurrency must be a whole number from 1 to 30"),
+        ({"concurrency": 31}, "from 1 to 30"),
+        ({"lookback_window_days": -1}, "lookback_window_days must be a whole number from 0 to 90"),
+        ({"max_requests_per_second": 500}, "from 1 to 200"),
+        ({"playground": "yes"}, "playground must be true or false"),
+    ],
+)
+def test_each_mistake_gets_its_sentence(change, expected):
+    problem = config_problem({**GOOD, **change}, now=NOW)
+
+    assert problem is not None and expected in problem
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {},
+        {"start_date": None},
+        {"start_date": "2024-01-01"},
+        {"base_url_override": "http://127.0.0.1:8080"},
+        {"base_url_override": "http://localhost:9000/base"},
+        {"base_url_override": "https://klarna-proxy.example.com"},
+        {"region": "oc", "playground": True, "concurrency": 30, "lookback_window_days": 0},
+    ],
+)
+def test_good_configs_pass(change):
+    assert config_problem({**GOOD, **change}, now=NOW) is None
+
+
+def test_validate_config_raises_a_config_error():
+    with pytest.raises(KlarnaConfigError) as raised:
+        validate_config({**GOOD, "region": "mars"})
+
+    assert raised.value.failure_type.value == "config_error"
+    assert "mars" in raised.value.message

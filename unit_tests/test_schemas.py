@@ -1,0 +1,75 @@
+"""Every stream schema covers its Klarna OpenAPI component, so a field Klarna adds is caught here."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterator, Mapping, Tuple
+
+import pytest
+
+from openapi_schemas import STREAM_COMPONENTS, load_components
+from source_klarna import SourceKlarna
+
+CONFIG = {"username": "u", "password": "p", "start_date": "2024-01-01T00:00:00Z"}
+ADDED_BY_THE_CONNECTOR = {"transactions": {"transaction_key", "payout_date"}}
+
+
+@pytest.fixture(scope="module")
+def stream_schemas() -> Mapping[str, Mapping[str, Any]]:
+    catalog = SourceKlarna(config=CONFIG).discover(logging.getLogger("test"), CONFIG)
+    return {stream.name: stream.json_schema for stream in catalog.streams}
+
+
+def _walk(openapi: Mapping[str, Any], ours: Mapping[str, Any], components: Mapping[str, Any], path: str) -> Iterator[Tuple[str, Mapping, Mapping]]:
+    if "$ref" in openapi:
+        openapi = components[openapi["$ref"].rsplit("/", 1)[1]]
+    yield path, openapi, ours
+    if "properties" in openapi:
+        for name, sub in openapi["properties"].items():
+            assert name in ours.get("properties", {}), f"{path}.{name} is in Klarna's OpenAPI but not in our schema"
+            yield from _walk(sub, ours["properties"][name], components, f"{path}.{name}")
+    if openapi.get("type") == "array" and "items" in openapi:
+        yield from _walk(openapi["items"], ours["items"], components, f"{path}[]")
+
+
+def _types(schema: Mapping[str, Any]) -> set:
+    kind = schema.get("type")
+    return set(kind) if isinstance(kind, list) else {kind}
+
+
+@pytest.mark.parametrize("stream", sorted(STREAM_COMPONENTS))
+def test_schema_covers_every_openapi_field_type_format_and_enum(stream_schemas, stream):
+    path, component, keys = STREAM_COMPONENTS[stream]
+    components = load_components(path)
+    for where, openapi, ours in _walk(components[component], stream_schemas[stream], components, stream):
+        kind = openapi.get("type", "object" if "properties" in openapi else None)
+        if kind:
+            assert kind in _types(ours), f"{where}: OpenAPI says {kind}, we say {ours.get('type')}"
+        if openapi.get("format") == "date-time":
+            assert ours.get("format") == "date-time", f"{where} must be format: date-time"
+        if "enum" in openapi and kind == "string":
+            values = {part for v in openapi["enum"] if v is not None for part in str(v).split("|")}
+            assert values <= set(ours.get("enum", [])), f"{where} misses enum values {values - set(ours.get('enum', []))}"
+            assert None in ours["enum"], f"{where}: a nullable enum must list null"
+        if where != stream and where.rsplit(".", 1)[-1] not in keys:
+            assert "null" in _types(ours), f"{where} must be nullable: Klarna may omit it"
+
+
+@pytest.mark.parametrize("stream", sorted(STREAM_COMPONENTS))
+def test_schema_has_no_field_klarna_does_not_publish_except_ours(stream_schemas, stream):
+    path, component, _ = STREAM_COMPONENTS[stream]
+    published = set(load_components(path)[component]["properties"])
+    ours = set(stream_schemas[stream]["properties"])
+
+    assert ours - published == ADDED_BY_THE_CONNECTOR.get(stream, set())
+
+
+def test_money_is_integer_minor_units(stream_schemas):
+    totals = stream_schemas["payouts"]["properties"]["totals"]["properties"]
+    assert all("integer" in _types(field) for name, field in totals.items() if name.endswith("_amount"))
+    assert "integer" in _types(stream_schemas["transactions"]["properties"]["amount"])
+
+
+def test_primary_keys_are_never_null(stream_schemas):
+    assert _types(stream_schemas["payouts"]["properties"]["payment_reference"]) == {"string"}
+    assert _types(stream_schemas["transactions"]["properties"]["transaction_key"]) == {"string"}

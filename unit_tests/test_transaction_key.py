@@ -1,0 +1,137 @@
+"""TransactionKeyAndPayout: the key of Klarna's id-less transactions."""
+
+from __future__ import annotations
+
+import copy
+import threading
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from airbyte_cdk.sources.types import StreamSlice
+from source_klarna.components import (
+    TRANSACTION_KEY_FIELDS,
+    OccurrenceCounter,
+    TransactionKeyAndPayout,
+    transaction_fingerprint,
+)
+from unit_tests.integration import response_builder as rb
+
+
+def _slice(ref: str = "P1", payout_date: str = "2024-02-01T06:00:00Z") -> StreamSlice:
+    return StreamSlice(partition={"payment_reference": ref, "parent_slice": {}}, cursor_slice={}, extra_fields={"payout_date": payout_date})
+
+
+def _keys(rows, stream_slice=None, transformation=None):
+    transformation = transformation or TransactionKeyAndPayout(parameters={})
+    stream_slice = stream_slice or _slice()
+    out = []
+    for row in rows:
+        record = copy.deepcopy(row)
+        transformation.transform(record, config={}, stream_slice=stream_slice)
+        out.append(record)
+    return out
+
+
+def test_adds_payout_date_and_payment_reference_from_the_partition():
+    row = rb.transaction("P1")
+    del row["payment_reference"]
+
+    (record,) = _keys([row])
+
+    assert record["payout_date"] == "2024-02-01T06:00:00Z"
+    assert record["payment_reference"] == "P1"
+    assert record["transaction_key"].startswith("P1:")
+
+
+def test_identical_rows_are_numbered_by_occurrence():
+    fee = rb.transaction("P1", type="FEE", amount=99)
+    records = _keys([fee, copy.deepcopy(fee), rb.transaction("P1"), copy.deepcopy(fee)])
+
+    suffixes = [r["transaction_key"].rsplit(":", 1)[1] for r in records]
+    assert suffixes == ["0", "1", "0", "2"]
+    assert len({r["transaction_key"] for r in records}) == 4
+
+
+def test_a_second_read_of_the_same_payout_repeats_the_keys():
+    fee = rb.transaction("P1", type="FEE", amount=99)
+    rows = [fee, copy.deepcopy(fee)]
+    transformation = TransactionKeyAndPayout(parameters={})
+
+    first = [r["transaction_key"] for r in _keys(rows, _slice(), transformation)]
+    # A new partition object for the same payout (a re-read in the same sync) starts counting anew.
+    second = [r["transaction_key"] for r in _keys(rows, _slice(), transformation)]
+
+    assert first == second
+
+
+def test_a_field_klarna_adds_later_does_not_change_the_key():
+    row = rb.transaction("P1")
+    with_new_field = dict(row, field_klarna_added_in_2027="x")
+
+    assert transaction_fingerprint(row) == transaction_fingerprint(with_new_field)
+
+
+def test_every_openapi_transaction_field_enters_the_key():
+    from openapi_schemas import SETTLEMENTS_OPENAPI, load_components
+
+    assert set(TRANSACTION_KEY_FIELDS) == set(load_components(SETTLEMENTS_OPENAPI)["Transaction"]["properties"])
+    for name in TRANSACTION_KEY_FIELDS:
+        row = rb.transaction("P1")
+        changed = dict(row, **{name: "changed-value"})
+        assert transaction_fingerprint(row) != transaction_fingerprint(changed), name
+
+
+def test_absent_and_null_fields_hash_alike():
+    row = rb.transaction("P1")
+    without = {k: v for k, v in row.items() if k != "klarna_comment"}
+
+    assert transaction_fingerprint(dict(row, klarna_comment=None)) == transaction_fingerprint(without)
+
+
+def test_counter_keeps_concurrent_partitions_apart():
+    counter = OccurrenceCounter(capacity=64)
+    slices = [_slice(f"P{i}") for i in range(8)]
+    results = {i: [] for i in range(8)}
+
+    def work(i):
+        for _ in range(200):
+            results[i].append(counter.next_occurrence(slices[i], "same"))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+
+    assert all(results[i] == list(range(200)) for i in range(8))
+
+
+def test_counter_memory_is_bounded():
+    counter = OccurrenceCounter(capacity=16)
+    for i in range(1000):
+        counter.next_occurrence(_slice(f"P{i}"), "x")
+
+    assert len(counter._counts) == 16
+
+
+row_strategy = st.fixed_dictionaries(
+    {
+        "amount": st.integers(min_value=0, max_value=10**9),
+        "type": st.sampled_from(["SALE", "FEE", "RETURN", "REVERSAL"]),
+        "order_id": st.sampled_from(["o1", "o2", "o3"]),
+        "capture_id": st.sampled_from(["", "c1", "c2"]),
+    }
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=st.lists(row_strategy, max_size=40), seed=st.randoms())
+def test_keys_are_unique_within_a_payout_and_independent_of_row_order(rows, seed):
+    keys = [r["transaction_key"] for r in _keys(rows)]
+    shuffled = list(rows)
+    seed.shuffle(shuffled)
+    shuffled_keys = [r["transaction_key"] for r in _keys(shuffled)]
+
+    assert len(set(keys)) == len(rows)
+    assert set(keys) == set(shuffled_keys)
