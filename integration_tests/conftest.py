@@ -1,0 +1,36 @@
+"""End-to-end fixtures: the emulator as a real server process, the connector as a real executable."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import pytest
+
+from klarna_emulator import DatasetSpec, KlarnaEmulator
+
+# A distinctive password: every end-to-end test can assert it leaks into no output.
+EMULATOR_PASSWORD = "Emu-pw_7f3K!q-never-print-me"
+# Small enough for seconds per sync, large enough for several 500-row pages in one payout,
+# several currencies and several 90-day windows.
+STANDARD_SPEC = DatasetSpec(seed=7, payouts=45, transactions_per_payout=620, first_payout_date="2026-02-01T00:00:00Z")
+
+
+@pytest.fixture
+def emulator() -> Iterator[KlarnaEmulator]:
+    with KlarnaEmulator(spec=STANDARD_SPEC, password=EMULATOR_PASSWORD) as server:
+        yield server
+
+
+@pytest.fixture
+def make_emulator():
+    """Start an emulator with other data or knobs; every one started is stopped at teardown."""
+    started = []
+
+    def start(spec: DatasetSpec = STANDARD_SPEC, **knobs) -> KlarnaEmulator:
+        server = KlarnaEmulator(spec=spec, password=EMULATOR_PASSWORD, **knobs).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.__exit__(None, None, None)

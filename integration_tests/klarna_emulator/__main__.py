@@ -1,0 +1,141 @@
+"""``python -m klarna_emulator``: run the Klarna API emulator until SIGTERM/SIGINT.
+
+Prints exactly one line, ``{"url": "http://127.0.0.1:PORT"}``, on stdout once
+the socket listens; logs go to stderr (quiet unless ``--verbose``). Exit code 0
+on SIGTERM or SIGINT.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+
+from .dataset import Dataset, DatasetSpec
+from .faults import DETERMINISTIC_FAULTS, FaultConfig
+from .server import EmulatorHTTPServer, EmulatorState
+
+
+def _fail_request(value: str):
+    n, sep, fault = value.partition("=")
+    if not sep:
+        n, sep, fault = value.partition(":")
+    try:
+        n_int = int(n)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N=FAULT, got {value!r}") from None
+    if fault not in DETERMINISTIC_FAULTS:
+        raise argparse.ArgumentTypeError(f"unknown fault {fault!r}; known: {', '.join(DETERMINISTIC_FAULTS)}")
+    return n_int, fault
+
+
+def _grow_step(value: str):
+    new, sep, late = value.partition(":")
+    try:
+        return int(new), int(late or 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NEW:LATE, got {value!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = DatasetSpec()
+    p = argparse.ArgumentParser(prog="python -m klarna_emulator", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0, help="0 = a random free port (default)")
+    g = p.add_argument_group("dataset")
+    g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument("--payouts", type=int, default=d.payouts)
+    g.add_argument("--transactions-per-payout", type=int, default=d.transactions_per_payout)
+    g.add_argument("--currencies", default=",".join(d.currencies), help="comma separated, e.g. EUR,SEK,USD")
+    g.add_argument("--first-payout-date", default=d.first_payout_date)
+    g.add_argument("--merchant-id", default=d.merchant_id)
+    g.add_argument("--identical-rows-per-payout", type=int, default=d.identical_rows_per_payout)
+    g.add_argument("--purged-order-ratio", type=float, default=d.purged_order_ratio)
+    g.add_argument("--grow", type=_grow_step, action="append", default=[], metavar="NEW:LATE",
+                   help="apply a growth step at start (repeatable), as if POST /_emulator/grow")
+    a = p.add_argument_group("auth")
+    a.add_argument("--username", default="emulator")
+    a.add_argument("--password", default="emulator-secret")
+    f = p.add_argument_group("faults (fractions 0..1 unless noted)")
+    f.add_argument("--latency-ms", type=float, default=0.0)
+    f.add_argument("--rate-limit-rps", type=float, default=0.0, help="0 = off")
+    f.add_argument("--no-retry-after", action="store_true", help="omit Retry-After on 429")
+    f.add_argument("--error-5xx", type=float, default=0.0)
+    f.add_argument("--connection-reset", type=float, default=0.0)
+    f.add_argument("--truncated-body", type=float, default=0.0)
+    f.add_argument("--invalid-json", type=float, default=0.0)
+    f.add_argument("--slow", type=float, default=0.0)
+    f.add_argument("--slow-seconds", type=float, default=30.0)
+    f.add_argument("--fault-seed", type=int, default=0)
+    f.add_argument("--fail-request", type=_fail_request, action="append", default=[], metavar="N=FAULT",
+                   help=f"fail exactly the Nth API request (repeatable); FAULT in {', '.join(DETERMINISTIC_FAULTS)}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log requests to stderr")
+    p.add_argument("--exit-on-stdin-eof", action="store_true",
+                   help="shut down when stdin reaches EOF (the client uses this so an emulator never "
+                        "outlives the process that started it)")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        spec = DatasetSpec(
+            seed=args.seed, payouts=args.payouts, transactions_per_payout=args.transactions_per_payout,
+            currencies=args.currencies, first_payout_date=args.first_payout_date, merchant_id=args.merchant_id,
+            identical_rows_per_payout=args.identical_rows_per_payout, purged_order_ratio=args.purged_order_ratio,
+        )
+        faults = FaultConfig(
+            latency_ms=args.latency_ms, rate_limit_rps=args.rate_limit_rps or None,
+            retry_after=not args.no_retry_after, error_5xx=args.error_5xx,
+            connection_reset=args.connection_reset, truncated_body=args.truncated_body,
+            invalid_json=args.invalid_json, slow=args.slow, slow_seconds=args.slow_seconds,
+            fault_seed=args.fault_seed, fail_requests=dict(args.fail_request),
+        )
+    except ValueError as e:
+        print(f"klarna_emulator: {e}", file=sys.stderr)
+        return 2
+    dataset = Dataset(spec, growth=args.grow)
+    state = EmulatorState(dataset, args.username, args.password, faults, verbose=args.verbose)
+    server = EmulatorHTTPServer((args.host, args.port), state)
+
+    stopping = threading.Event()
+
+    def on_signal(signum, _frame):
+        if stopping.is_set():
+            return
+        stopping.set()
+        state.shutdown_event.set()  # wakes sleeping "slow"/latency handlers
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    if args.exit_on_stdin_eof:
+        def watch_stdin():
+            # os.read on the raw fd (not sys.stdin.buffer): a daemon thread blocked inside a
+            # buffered reader makes interpreter shutdown abort.
+            try:
+                while os.read(0, 65536):  # b"" only at EOF (parent gone)
+                    pass
+            except OSError:
+                pass
+            on_signal(signal.SIGTERM, None)
+
+        threading.Thread(target=watch_stdin, name="stdin-eof-watch", daemon=True).start()
+
+    sys.stdout.write(json.dumps({"url": server.url}) + "\n")
+    sys.stdout.flush()
+    if args.verbose:
+        print(f"klarna_emulator: serving {dataset.payout_count} payouts on {server.url}", file=sys.stderr)
+    try:
+        server.serve_forever(poll_interval=0.1)
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
