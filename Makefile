@@ -25,7 +25,7 @@ wheel: install
 
 ## The main job: a real sync into ./klarna.duckdb (the bundled emulator unless KLARNA_CONFIG names a config file).
 demo: install
-	$(BIN)/python demo/run_demo.py
+	$(BIN)/python demo/run_demo.py $(DEMO_ARGS)
 
 ## Every test: unit tests, then end-to-end tests against the emulator.
 test: install

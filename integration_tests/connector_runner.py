@@ -21,8 +21,22 @@ EXECUTABLE = Path(sys.executable).with_name("source-klarna")
 
 def configured_catalog(streams: Iterable[str], sync_mode: str = "incremental") -> Dict[str, Any]:
     """A configured catalog as the platform sends it (cursor and keys from `discover`'s defaults)."""
-    cursor = {"payouts": ["payout_date"], "transactions": ["payout_date"], "payout_summaries": ["summary_payout_date_start"]}
-    keys = {"payouts": [["payment_reference"]], "transactions": [["transaction_key"]], "payout_summaries": [["summary_settlement_currency"], ["summary_payout_date_start"]]}
+    cursor = {
+        "payouts": ["payout_date"],
+        "transactions": ["payout_date"],
+        "payout_summaries": ["summary_month"],
+        "orders": ["payout_date"],
+        "captures": ["payout_date"],
+        "refunds": ["payout_date"],
+    }
+    keys = {
+        "payouts": [["payment_reference"]],
+        "transactions": [["transaction_key"]],
+        "payout_summaries": [["summary_settlement_currency"], ["summary_month"]],
+        "orders": [["order_id"]],
+        "captures": [["capture_id"]],
+        "refunds": [["refund_id"]],
+    }
     return {
         "streams": [
             {

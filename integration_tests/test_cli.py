@@ -26,7 +26,9 @@ def test_spec_lists_every_config_field_and_hides_the_password():
     assert set(spec["properties"]) == {
         "region", "playground", "username", "password", "start_date",
         "lookback_window_days", "concurrency", "max_requests_per_second", "base_url_override",
+        "include_personal_data",
     }
+    assert spec["properties"]["include_personal_data"]["default"] is False
     assert spec["properties"]["password"]["airbyte_secret"] is True
     assert spec["properties"]["region"]["enum"] == ["eu", "na", "oc"]
 
@@ -61,11 +63,15 @@ def test_discover_lists_the_streams_with_keys_and_cursors(emulator):
 
     assert run.exit_code == 0
     streams = {s["name"]: s for s in run.of_type("CATALOG")[0]["catalog"]["streams"]}
-    assert set(streams) == {"payouts", "transactions", "payout_summaries"}
+    assert set(streams) == {"payouts", "transactions", "payout_summaries", "orders", "captures", "refunds"}
     assert streams["payouts"]["source_defined_primary_key"] == [["payment_reference"]]
     assert streams["transactions"]["source_defined_primary_key"] == [["transaction_key"]]
     assert streams["payouts"]["default_cursor_field"] == ["payout_date"]
     assert streams["transactions"]["default_cursor_field"] == ["payout_date"]
+    assert streams["orders"]["source_defined_primary_key"] == [["order_id"]]
+    assert streams["captures"]["source_defined_primary_key"] == [["capture_id"]]
+    assert streams["refunds"]["source_defined_primary_key"] == [["refund_id"]]
+    assert all(streams[name]["default_cursor_field"] == ["payout_date"] for name in ("orders", "captures", "refunds"))
     assert all("incremental" in s["supported_sync_modes"] for s in streams.values())
     assert EMULATOR_PASSWORD not in run.everything
 

@@ -68,6 +68,9 @@ STREAM_COMPONENTS = {
     "payouts": (SETTLEMENTS_OPENAPI, "Payout", ("payment_reference",)),
     "transactions": (SETTLEMENTS_OPENAPI, "Transaction", ()),
     "payout_summaries": (SETTLEMENTS_OPENAPI, "PayoutSummary", ()),
+    "orders": (ORDER_MANAGEMENT_OPENAPI, "MerchantOrderDto", ("order_id",)),
+    "captures": (ORDER_MANAGEMENT_OPENAPI, "Capture", ("capture_id",)),
+    "refunds": (ORDER_MANAGEMENT_OPENAPI, "Refund", ("refund_id",)),
 }
 
 

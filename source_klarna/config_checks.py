@@ -31,8 +31,9 @@ def config_problem(config: Mapping[str, Any], now: Optional[dt.datetime] = None)
     region = config.get("region") or "eu"
     if region not in REGIONS:
         return f"The region {region!r} is unknown: use one of eu, na or oc (the region of your Klarna merchant account)."
-    if "playground" in config and not isinstance(config["playground"], bool):
-        return "playground must be true or false."
+    for name in ("playground", "include_personal_data"):
+        if name in config and not isinstance(config[name], bool):
+            return f"{name} must be true or false."
     start_date = config.get("start_date")
     if start_date:
         parsed = None

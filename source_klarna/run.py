@@ -8,7 +8,7 @@ from typing import Any, List, Mapping, Optional
 
 import orjson
 
-from airbyte_cdk.entrypoint import AirbyteEntrypoint, launch
+from airbyte_cdk.entrypoint import PRINT_BUFFER, AirbyteEntrypoint
 from airbyte_cdk.models import (
     AirbyteConnectionStatus,
     AirbyteMessage,
@@ -16,7 +16,7 @@ from airbyte_cdk.models import (
     Status,
     Type,
 )
-from airbyte_cdk.utils.airbyte_secrets_utils import update_secrets
+from airbyte_cdk.utils.airbyte_secrets_utils import add_to_secrets, update_secrets
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from source_klarna.config_checks import validate_config
@@ -28,12 +28,39 @@ def _print(message: AirbyteMessage) -> None:
     sys.stdout.flush()
 
 
-def hide_credentials(config: Mapping[str, Any]) -> None:
-    """Beyond the password itself (which the CDK masks), mask the Basic token a debug log could show."""
+def credential_secrets(config: Mapping[str, Any]) -> List[str]:
+    """The password and the Basic token (base64 of username:password) that a debug log of request
+    headers would show: the CDK masks only the password itself."""
     username, password = config.get("username"), config.get("password")
-    if isinstance(username, str) and isinstance(password, str) and password:
-        token = base64.b64encode(f"{username}:{password}".encode()).decode()
-        update_secrets([password, token])
+    if not (isinstance(username, str) and isinstance(password, str) and password):
+        return []
+    return [password, base64.b64encode(f"{username}:{password}".encode()).decode()]
+
+
+def hide_credentials(config: Mapping[str, Any]) -> None:
+    update_secrets(credential_secrets(config))
+
+
+class KlarnaEntrypoint(AirbyteEntrypoint):
+    """Airbyte's entrypoint, with the Basic token masked too.
+
+    The CDK resets its secret list from the spec's `airbyte_secret` fields once it has the config,
+    which would drop the token registered before; this adds it back at that point."""
+
+    @staticmethod
+    def set_up_secret_filter(config: Any, connection_specification: Mapping[str, Any]) -> None:
+        AirbyteEntrypoint.set_up_secret_filter(config, connection_specification)
+        for secret in credential_secrets(config):
+            add_to_secrets(secret)
+
+
+def launch(source: SourceKlarna, args: List[str]) -> None:
+    """airbyte_cdk.entrypoint.launch, through KlarnaEntrypoint."""
+    entrypoint = KlarnaEntrypoint(source)
+    parsed_args = entrypoint.parse_args(args)
+    with PRINT_BUFFER:
+        for message in entrypoint.run(parsed_args):
+            print(f"{message}\n", end="")
 
 
 def _config_error_exit(command: str, error: AirbyteTracedException) -> None:

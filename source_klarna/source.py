@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Any, List, Mapping, Optional
+from typing import Any, Iterator, List, Mapping, Optional
 
-from airbyte_cdk.models import AirbyteStateMessage, ConfiguredAirbyteCatalog
+from airbyte_cdk.models import AirbyteMessage, AirbyteStateMessage, ConfiguredAirbyteCatalog
 from airbyte_cdk.sources.declarative.yaml_declarative_source import YamlDeclarativeSource
+
+from source_klarna.components import parents_first
 
 
 def manifest_path() -> Path:
@@ -25,3 +28,14 @@ class SourceKlarna(YamlDeclarativeSource):
         state: Optional[List[AirbyteStateMessage]] = None,
     ) -> None:
         super().__init__(path_to_yaml=str(manifest_path()), catalog=catalog, config=config, state=state)
+
+    def read(
+        self,
+        logger: logging.Logger,
+        config: Mapping[str, Any],
+        catalog: ConfiguredAirbyteCatalog,
+        state: Optional[List[AirbyteStateMessage]] = None,
+    ) -> Iterator[AirbyteMessage]:
+        # Streams start in catalog order; the manifest's order puts orders before captures and refunds.
+        stream_order = [stream.get("name") for stream in self.resolved_manifest.get("streams", []) if isinstance(stream, Mapping)]
+        yield from super().read(logger, config, parents_first(catalog, stream_order), state)

@@ -29,6 +29,7 @@ NOW = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.timezone.utc)
         ({"lookback_window_days": -1}, "lookback_window_days must be a whole number from 0 to 90"),
         ({"max_requests_per_second": 500}, "from 1 to 200"),
         ({"playground": "yes"}, "playground must be true or false"),
+        ({"include_personal_data": "true"}, "include_personal_data must be true or false"),
     ],
 )
 def test_each_mistake_gets_its_sentence(change, expected):
@@ -47,6 +48,8 @@ def test_each_mistake_gets_its_sentence(change, expected):
         {"base_url_override": "http://localhost:9000/base"},
         {"base_url_override": "https://klarna-proxy.example.com"},
         {"region": "oc", "playground": True, "concurrency": 30, "lookback_window_days": 0},
+        {"include_personal_data": True},
+        {"include_personal_data": False},
     ],
 )
 def test_good_configs_pass(change):

@@ -11,7 +11,14 @@ from openapi_schemas import STREAM_COMPONENTS, load_components
 from source_klarna import SourceKlarna
 
 CONFIG = {"username": "u", "password": "p", "start_date": "2024-01-01T00:00:00Z"}
-ADDED_BY_THE_CONNECTOR = {"transactions": {"transaction_key", "payout_date"}}
+ADDED_BY_THE_CONNECTOR = {
+    "transactions": {"transaction_key", "payout_date"},
+    "payout_summaries": {"summary_month"},
+    # payout_date: of the payout whose transaction brought the order into the sync (the cursor).
+    "orders": {"payout_date"},
+    "captures": {"order_id", "payout_date"},
+    "refunds": {"order_id", "payout_date"},
+}
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +80,36 @@ def test_money_is_integer_minor_units(stream_schemas):
 def test_primary_keys_are_never_null(stream_schemas):
     assert _types(stream_schemas["payouts"]["properties"]["payment_reference"]) == {"string"}
     assert _types(stream_schemas["transactions"]["properties"]["transaction_key"]) == {"string"}
+    assert _types(stream_schemas["orders"]["properties"]["order_id"]) == {"string"}
+    assert _types(stream_schemas["captures"]["properties"]["capture_id"]) == {"string"}
+    assert _types(stream_schemas["refunds"]["properties"]["refund_id"]) == {"string"}
+
+
+@pytest.mark.parametrize("stream", ["captures", "refunds"])
+def test_items_carry_their_order_id_never_null(stream_schemas, stream):
+    assert _types(stream_schemas[stream]["properties"]["order_id"]) == {"string"}
+    assert "order_id" in stream_schemas[stream]["required"]
+
+
+@pytest.mark.parametrize("stream", ["orders", "captures", "refunds"])
+def test_the_cursor_is_a_nullable_date_time(stream_schemas, stream):
+    payout_date = stream_schemas[stream]["properties"]["payout_date"]
+    assert _types(payout_date) == {"null", "string"} and payout_date["format"] == "date-time"
+
+
+def test_personal_fields_stay_in_the_schemas_nullable(stream_schemas):
+    # Left out of the records unless include_personal_data is on, but still columns a warehouse knows.
+    orders = stream_schemas["orders"]["properties"]
+    for name in ("billing_address", "shipping_address", "customer"):
+        assert "null" in _types(orders[name])
+    for schema in (orders["captures"]["items"], stream_schemas["captures"]):
+        for name in ("billing_address", "shipping_address"):
+            assert "null" in _types(schema["properties"][name])
+
+
+def test_money_of_orders_and_items_is_integer_minor_units(stream_schemas):
+    orders = stream_schemas["orders"]["properties"]
+    for name in ("order_amount", "original_order_amount", "captured_amount", "refunded_amount", "remaining_authorized_amount"):
+        assert "integer" in _types(orders[name]), name
+    assert "integer" in _types(stream_schemas["captures"]["properties"]["captured_amount"])
+    assert "integer" in _types(stream_schemas["refunds"]["properties"]["refunded_amount"])

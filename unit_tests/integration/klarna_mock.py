@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Mapping, Optional
+import copy
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
 
 from unit_tests.integration import response_builder as rb
-from unit_tests.integration.request_builder import KlarnaRequestBuilder, query_of
+from unit_tests.integration.request_builder import KlarnaRequestBuilder, order_id_of, query_of
 
 
 def _bare_date_means_midnight(value: str) -> str:
@@ -38,6 +39,25 @@ class KlarnaMock:
 
     def serve_summaries(self, answer: Callable[[Dict[str, str]], List[Dict[str, Any]]]) -> None:
         self._mock.get(self.requests.summary_url(), json=lambda request, context: answer(query_of(request.url)))
+
+    def serve_orders(self, orders: List[Dict[str, Any]], gone: Iterable[str] = ()) -> None:
+        """Each order at its URL; the ids in `gone` answer 404 NO_SUCH_ORDER, as Klarna does for an
+        order it no longer returns."""
+        by_id = {o["order_id"]: o for o in orders}
+        gone = set(gone)
+
+        def answer(request: Any, context: Any) -> Mapping[str, Any]:
+            order_id = order_id_of(request.url)
+            if order_id in gone or order_id not in by_id:
+                context.status_code = 404
+                return rb.no_such_order(order_id)
+            return copy.deepcopy(by_id[order_id])
+
+        self._mock.get(self.requests.order_url(), json=answer)
+
+    def order_requests(self) -> List[str]:
+        """The order ids requested, in request order, once per request."""
+        return [order_id_of(r.url) for r in self._mock.request_history if "/ordermanagement/v1/orders/" in r.url]
 
     def urls(self, path_fragment: str) -> List[str]:
         return [r.url for r in self._mock.request_history if path_fragment in r.url]

@@ -15,6 +15,7 @@ HOSTS = {
     ("oc", True): "https://api-oc.playground.klarna.com",
 }
 SETTLEMENTS = "/settlements/v1"
+ORDERS = "/ordermanagement/v1/orders"
 
 
 class KlarnaRequestBuilder:
@@ -33,6 +34,15 @@ class KlarnaRequestBuilder:
 
     def summary_url(self) -> re.Pattern:
         return re.compile(re.escape(f"{self._base_url}{SETTLEMENTS}/payouts/summary") + r"(\?.*)?$")
+
+    def order_url(self, order_id: Optional[str] = None) -> re.Pattern:
+        """One order's URL, or (without an id) every order's."""
+        tail = re.escape(order_id) if order_id else r"[^/?]+"
+        return re.compile(re.escape(f"{self._base_url}{ORDERS}/") + tail + r"$")
+
+
+def order_id_of(url: str) -> str:
+    return urlparse(url).path.rsplit("/", 1)[-1]
 
 
 def query_of(url: str) -> Dict[str, str]:

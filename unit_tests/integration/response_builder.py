@@ -64,6 +64,44 @@ def summary(currency: str, start: str, end: str, **fields: Any) -> Dict[str, Any
     return record
 
 
+ORDER_MANAGEMENT = "klarna-order-management-api.openapi.yml"
+
+
+def capture(capture_id: Optional[str] = None, **fields: Any) -> Dict[str, Any]:
+    record = openapi_example("Capture", filename=ORDER_MANAGEMENT)
+    record.update(capture_id=capture_id or str(uuid.uuid4()))
+    record.update(fields)
+    return record
+
+
+def refund(refund_id: Optional[str] = None, **fields: Any) -> Dict[str, Any]:
+    record = openapi_example("Refund", filename=ORDER_MANAGEMENT)
+    record.update(refund_id=refund_id or str(uuid.uuid4()))
+    record.update(fields)
+    return record
+
+
+def order(
+    order_id: Optional[str] = None,
+    captures: Optional[List[Dict[str, Any]]] = None,
+    refunds: Optional[List[Dict[str, Any]]] = None,
+    **fields: Any,
+) -> Dict[str, Any]:
+    """A MerchantOrderDto from the OpenAPI examples, with one capture and one refund unless told."""
+    record = openapi_example("MerchantOrderDto", filename=ORDER_MANAGEMENT)
+    record.update(
+        order_id=order_id or str(uuid.uuid4()),
+        captures=[capture()] if captures is None else captures,
+        refunds=[refund()] if refunds is None else refunds,
+    )
+    record.update(fields)
+    return record
+
+
+def no_such_order(order_id: str, correlation_id: str = "corr-404-order") -> Dict[str, Any]:
+    return error("NO_SUCH_ORDER", [f"Order with id {order_id} was not found."], correlation_id)
+
+
 def page(items_field: str, rows: List[Dict[str, Any]], offset: int = 0, size: int = 500, total: Optional[int] = None, with_total: bool = True) -> Dict[str, Any]:
     """One page of `rows` (the whole collection) as Klarna answers it at `offset`/`size`."""
     chunk = copy.deepcopy(rows[offset : offset + size])

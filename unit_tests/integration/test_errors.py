@@ -62,13 +62,13 @@ def test_bad_request_surfaces_klarnas_messages_and_correlation_id(requests_mock)
     requests_mock.get(
         KlarnaMock(requests_mock).requests.payouts_url(),
         status_code=400,
-        json=rb.error("BAD_VALUE", ["start_date must be before end_date", "size too large"], "corr-400-abc"),
+        json=rb.error("BAD_VALUE", ["start_date must be before end_date", "end_date is in the future"], "corr-400-abc"),
     )
 
     error = _first_error(read_streams(ConfigBuilder().build(), PAYOUTS, expecting_exception=True))
 
     assert error.failure_type == FailureType.config_error
-    assert "start_date must be before end_date; size too large" in error.message
+    assert "start_date must be before end_date; end_date is in the future" in error.message
     assert "corr-400-abc" in error.message
     assert "/settlements/v1/payouts" in error.message
 

@@ -1,0 +1,127 @@
+"""orders, captures and refunds against the emulator: exactly the emulator's orders for the order ids its
+transactions name (gone ones skipped with one warning each), one request per order and sync, and an
+incremental sync that fetches only the orders of the transactions it reads."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from connector_runner import configured_catalog, run_connector
+from conftest import EMULATOR_PASSWORD
+from klarna_emulator import DatasetSpec
+
+STREAMS = ("orders", "captures", "refunds")
+# About 400 orders over 12 payouts and 3 currencies, a twentieth of them gone (404 NO_SUCH_ORDER).
+SPEC = DatasetSpec(seed=11, payouts=12, transactions_per_payout=120, first_payout_date="2026-03-01T00:00:00Z", purged_order_ratio=0.05)
+PERSONAL = ("billing_address", "shipping_address", "customer")
+
+
+def _without_personal_data(order):
+    order = {k: v for k, v in order.items() if k not in PERSONAL}
+    order["captures"] = [{k: v for k, v in c.items() if k not in ("billing_address", "shipping_address")} for c in order["captures"]]
+    return order
+
+
+def _sync(emulator, state=None, **config):
+    run = run_connector("read", emulator.config(**config), configured_catalog(STREAMS), state)
+    assert run.exit_code == 0, run.everything[-3000:]
+    assert not run.errors()
+    return run
+
+
+def _order_requests(emulator):
+    return Counter(r["path"].rsplit("/", 1)[-1] for r in emulator.requests() if r["endpoint"] == "order")
+
+
+def _named_order_ids(dataset, payment_references=None):
+    refs = payment_references if payment_references is not None else [p["payment_reference"] for p in dataset.payouts()]
+    return {t["order_id"] for ref in refs for t in dataset.transactions_for(ref)}
+
+
+@pytest.fixture
+def emulator(make_emulator):
+    return make_emulator(SPEC)
+
+
+def test_a_full_sync_equals_the_emulators_orders_with_one_request_per_order(emulator):
+    run = _sync(emulator)
+
+    dataset = emulator.dataset
+    named = _named_order_ids(dataset)
+    gone = {o for o in named if dataset.is_purged(o)}
+    assert gone and len(gone) < len(named) / 5
+    expected = {o: dataset.order(o) for o in named - gone}
+
+    orders = run.records("orders")
+    assert Counter(o["order_id"] for o in orders) == Counter(list(expected))
+    payout_dates = {p["payment_reference"]: p["payout_date"] for p in dataset.payouts()}
+    dates_naming = {}
+    for transaction in dataset.transactions():
+        dates_naming.setdefault(transaction["order_id"], set()).add(payout_dates[transaction["payment_reference"]])
+    for order in orders:
+        row = dict(order)
+        payout_date = row.pop("payout_date")
+        assert row == _without_personal_data(expected[order["order_id"]])
+        assert payout_date in dates_naming[order["order_id"]]
+
+    expected_captures = {c["capture_id"]: (o["order_id"], c) for o in expected.values() for c in o["captures"]}
+    captures = run.records("captures")
+    assert Counter(c["capture_id"] for c in captures) == Counter(list(expected_captures))
+    for capture in captures:
+        order_id, klarna = expected_captures[capture["capture_id"]]
+        assert capture["order_id"] == order_id
+        assert {k: v for k, v in capture.items() if k not in ("order_id", "payout_date")} == {
+            k: v for k, v in klarna.items() if k not in ("billing_address", "shipping_address")
+        }
+    expected_refunds = {r["refund_id"]: (o["order_id"], r) for o in expected.values() for r in o["refunds"]}
+    refunds = run.records("refunds")
+    assert expected_refunds and Counter(r["refund_id"] for r in refunds) == Counter(list(expected_refunds))
+    for refund in refunds:
+        order_id, klarna = expected_refunds[refund["refund_id"]]
+        assert refund["order_id"] == order_id
+        assert {k: v for k, v in refund.items() if k not in ("order_id", "payout_date")} == klarna
+
+    # One request per order the transactions name, gone ones included, for all three streams.
+    assert _order_requests(emulator) == Counter(named)
+    # One warning per gone order, not one per stream that read it.
+    warnings = [m["log"]["message"] for m in run.of_type("LOG") if m["log"]["level"] == "WARN"]
+    warned = [w.split("/ordermanagement/v1/orders/", 1)[1].split(" ", 1)[0] for w in warnings if "/ordermanagement/v1/orders/" in w]
+    assert sorted(warned) == sorted(gone)
+    assert EMULATOR_PASSWORD not in run.everything
+
+
+def test_with_include_personal_data_the_orders_are_exactly_the_emulators(emulator):
+    run = run_connector("read", emulator.config(include_personal_data=True), configured_catalog(["orders"], "full_refresh"))
+
+    assert run.exit_code == 0, run.everything[-3000:]
+    for order in run.records("orders"):
+        row = {k: v for k, v in order.items() if k != "payout_date"}
+        assert row == emulator.dataset.order(order["order_id"])
+        assert row["billing_address"]["email"] and row["captures"][0]["shipping_address"]
+
+
+def test_an_incremental_sync_fetches_only_the_orders_of_the_transactions_it_reads(emulator):
+    first = _sync(emulator, lookback_window_days=0)
+    added = emulator.grow(new_payouts=3, late_payouts=0)
+    emulator.reset_requests()
+    second = _sync(emulator, first.final_state(), lookback_window_days=0)
+
+    dataset = emulator.dataset
+    read_refs = {r["query"].get("payment_reference") for r in emulator.requests() if r["endpoint"] == "transactions"}
+    assert set(added) <= read_refs and len(read_refs) <= len(added) + 3  # plus the payouts at the cursor
+    named_now = _named_order_ids(dataset, read_refs)
+    assert _order_requests(emulator) == Counter(named_now)
+    assert {o["order_id"] for o in second.records("orders")} == {o for o in named_now if not dataset.is_purged(o)}
+    assert _named_order_ids(dataset, added) <= named_now
+
+    # Together the two syncs hold every order, and every capture and refund, exactly as served.
+    latest = {o["order_id"]: o for o in first.records("orders") + second.records("orders")}
+    expected = {o: dataset.order(o) for o in _named_order_ids(dataset) if not dataset.is_purged(o)}
+    assert sorted(latest) == sorted(expected)
+    assert all({k: v for k, v in row.items() if k != "payout_date"} == _without_personal_data(expected[o]) for o, row in latest.items())
+    captures = {c["capture_id"] for c in first.records("captures") + second.records("captures")}
+    assert captures == {c["capture_id"] for o in expected.values() for c in o["captures"]}
+    refunds = {r["refund_id"] for r in first.records("refunds") + second.records("refunds")}
+    assert refunds == {r["refund_id"] for o in expected.values() for r in o["refunds"]}

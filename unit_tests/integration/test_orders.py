@@ -1,0 +1,174 @@
+"""orders: one request per distinct order the transactions name, 404s skipped with a warning, personal data
+left out unless asked for, and only the orders of newly read transactions on an incremental sync."""
+
+from __future__ import annotations
+
+from collections import Counter
+from unittest import mock
+
+from airbyte_cdk.models import FailureType, SyncMode
+
+from unit_tests.integration import response_builder as rb
+from unit_tests.integration.config import ConfigBuilder
+from unit_tests.integration.klarna_mock import KlarnaMock
+from unit_tests.integration.reader import final_state, read_streams, records_of, state_for
+
+STREAMS = {"orders": SyncMode.incremental}
+FULL = {"orders": SyncMode.full_refresh}
+PERSONAL = ("billing_address", "shipping_address", "customer")
+
+
+def _account(requests_mock, payouts, transactions, orders, gone=()):
+    klarna = KlarnaMock(requests_mock)
+    klarna.serve_payouts(payouts)
+    klarna.serve_transactions(transactions)
+    klarna.serve_orders(orders, gone)
+    return klarna
+
+
+def _rows(ref, *order_ids):
+    return [rb.transaction(ref, order_id=order_id, amount=100 + i) for i, order_id in enumerate(order_ids)]
+
+
+def _warnings(output):
+    return [m.log.message for m in output.logs if m.log.level.name == "WARN"]
+
+
+def test_each_order_the_transactions_name_is_fetched_once_and_carries_its_payout_date(requests_mock):
+    payouts = [rb.payout("A", "2024-02-01T06:00:00Z"), rb.payout("B", "2024-02-02T06:00:00Z")]
+    # o2 is named three times, in both payouts.
+    transactions = {"A": _rows("A", "o1", "o2", "o2"), "B": _rows("B", "o2", "o3")}
+    orders = [rb.order(o) for o in ("o1", "o2", "o3", "never-named")]
+    klarna = _account(requests_mock, payouts, transactions, orders)
+
+    rows = records_of(read_streams(ConfigBuilder().build(), FULL), "orders")
+
+    assert sorted(r["order_id"] for r in rows) == ["o1", "o2", "o3"]
+    assert sorted(klarna.order_requests()) == ["o1", "o2", "o3"]
+    dates = {r["order_id"]: r["payout_date"] for r in rows}
+    assert dates["o1"] == "2024-02-01T06:00:00Z" and dates["o3"] == "2024-02-02T06:00:00Z"
+    assert dates["o2"] in {"2024-02-01T06:00:00Z", "2024-02-02T06:00:00Z"}
+    # Klarna's fields come through untouched, captures and refunds embedded.
+    expected = {o["order_id"]: o for o in orders}
+    for row in rows:
+        for name in ("status", "order_amount", "captured_amount", "refunded_amount", "initial_payment_method", "order_lines"):
+            assert row[name] == expected[row["order_id"]][name]
+        assert [c["capture_id"] for c in row["captures"]] == [c["capture_id"] for c in expected[row["order_id"]]["captures"]]
+
+
+def test_an_order_klarna_no_longer_returns_is_skipped_with_one_warning_and_the_sync_goes_on(requests_mock):
+    payouts = [rb.payout("A", "2024-02-01T06:00:00Z")]
+    klarna = _account(requests_mock, payouts, {"A": _rows("A", "o1", "gone", "o3", "gone")}, [rb.order("o1"), rb.order("o3")], gone={"gone"})
+
+    output = read_streams(ConfigBuilder().build(), FULL)
+
+    assert sorted(r["order_id"] for r in records_of(output, "orders")) == ["o1", "o3"]
+    assert not output.errors
+    assert Counter(klarna.order_requests())["gone"] == 1  # a 404 is not retried
+    (warning,) = _warnings(output)
+    assert "/ordermanagement/v1/orders/gone" in warning and "404" in warning and "skipped" in warning
+
+
+def test_personal_data_is_left_out_by_default(requests_mock):
+    _account(requests_mock, [rb.payout("A", "2024-02-01T06:00:00Z")], {"A": _rows("A", "o1")}, [rb.order("o1")])
+
+    (row,) = records_of(read_streams(ConfigBuilder().build(), FULL), "orders")
+
+    assert not set(PERSONAL) & set(row)
+    for capture in row["captures"]:
+        assert "billing_address" not in capture and "shipping_address" not in capture
+        assert capture["capture_id"] and capture["shipping_info"]
+    assert row["order_lines"] and row["initial_payment_method"] and row["merchant_reference1"]
+
+
+def test_personal_data_is_kept_when_the_flag_is_on(requests_mock):
+    order = rb.order("o1")
+    _account(requests_mock, [rb.payout("A", "2024-02-01T06:00:00Z")], {"A": _rows("A", "o1")}, [order])
+
+    (row,) = records_of(read_streams(ConfigBuilder().with_fields(include_personal_data=True).build(), FULL), "orders")
+
+    for name in PERSONAL:
+        assert row[name] == order[name]
+    assert row["captures"][0]["billing_address"] == order["captures"][0]["billing_address"]
+    assert row["captures"][0]["shipping_address"] == order["captures"][0]["shipping_address"]
+
+
+def test_incremental_fetches_only_the_orders_of_transactions_read_since_the_state(requests_mock):
+    payouts = [rb.payout(f"P{i}", f"2024-02-{1 + i:02d}T06:00:00Z") for i in range(4)]
+    transactions = {f"P{i}": _rows(f"P{i}", f"o{i}a", f"o{i}b") for i in range(4)}
+    orders = [rb.order(f"o{i}{x}") for i in range(4) for x in "ab"] + [rb.order("new")]
+    klarna = _account(requests_mock, payouts, transactions, orders)
+    config = ConfigBuilder().with_fields(lookback_window_days=0).build()
+    first = read_streams(config, STREAMS)
+    assert len(records_of(first, "orders")) == 8
+
+    payouts.append(rb.payout("NEW", "2024-03-01T06:00:00Z"))
+    # A new payout naming a new order and, again, an old one (a return on o0a).
+    transactions["NEW"] = _rows("NEW", "new", "o0a")
+    requests_mock.reset_mock()
+    second = read_streams(config, STREAMS, state=state_for({"orders": final_state(first, "orders")}))
+
+    # Klarna's start_date is inclusive: the payout at the cursor (P3) is read again, and its orders.
+    assert sorted(klarna.order_requests()) == ["new", "o0a", "o3a", "o3b"]
+    rows = {r["order_id"]: r for r in records_of(second, "orders")}
+    assert sorted(rows) == ["new", "o0a", "o3a", "o3b"]
+    assert rows["o0a"]["payout_date"] == "2024-03-01T06:00:00Z"
+
+
+def test_state_is_one_cursor_with_the_transactions_and_payouts_state_it_depends_on(requests_mock):
+    _account(requests_mock, [rb.payout("A", "2024-02-01T06:00:00Z")], {"A": _rows("A", "o1", "o2")}, [rb.order("o1"), rb.order("o2")])
+
+    state = final_state(read_streams(ConfigBuilder().build(), STREAMS), "orders")
+
+    assert state["use_global_cursor"] is True and "states" not in state
+    assert state["state"] == {"payout_date": "2024-02-01T06:00:00Z"}
+    transactions_state = state["parent_state"]["transactions"]
+    assert transactions_state["use_global_cursor"] is True and "states" not in transactions_state
+    assert transactions_state["parent_state"] == {"payouts": {"payout_date": "2024-02-01T06:00:00Z"}}
+
+
+def test_a_transaction_without_an_order_id_names_no_order(requests_mock):
+    rows = _rows("A", "o1") + [rb.transaction("A", order_id=None, type="CHARGE")]
+    klarna = _account(requests_mock, [rb.payout("A", "2024-02-01T06:00:00Z")], {"A": rows}, [rb.order("o1")])
+
+    output = read_streams(ConfigBuilder().build(), FULL)
+
+    assert [r["order_id"] for r in records_of(output, "orders")] == ["o1"]
+    assert klarna.order_requests() == ["o1"]
+
+
+def test_an_order_answer_that_is_not_an_order_is_retried_then_fails_naming_the_url(requests_mock):
+    klarna = _account(requests_mock, [rb.payout("A", "2024-02-01T06:00:00Z")], {"A": _rows("A", "o1")}, [])
+    requests_mock.get(klarna.requests.order_url("o1"), json={"unexpected": True})
+    sleep = mock.MagicMock()
+
+    output = read_streams(ConfigBuilder().build(), FULL, expecting_exception=True, sleep=sleep)
+
+    error = output.errors[0].trace.error
+    assert error.failure_type == FailureType.system_error
+    assert "was not an order" in error.message and "/ordermanagement/v1/orders/o1" in error.message
+    assert len(klarna.order_requests()) == 7  # the first answer and six retries
+
+
+def test_a_server_error_on_an_order_is_retried_and_the_order_arrives(requests_mock):
+    klarna = _account(requests_mock, [rb.payout("A", "2024-02-01T06:00:00Z")], {"A": _rows("A", "o1")}, [])
+    requests_mock.get(
+        klarna.requests.order_url("o1"),
+        [{"status_code": 503, "json": rb.error("SERVICE_UNAVAILABLE")}, {"status_code": 200, "json": rb.order("o1")}],
+    )
+
+    output = read_streams(ConfigBuilder().build(), FULL)
+
+    assert [r["order_id"] for r in records_of(output, "orders")] == ["o1"]
+    assert klarna.order_requests() == ["o1", "o1"]
+
+
+def test_rejected_credentials_on_the_orders_endpoint_are_a_config_error(requests_mock):
+    klarna = _account(requests_mock, [rb.payout("A", "2024-02-01T06:00:00Z")], {"A": _rows("A", "o1")}, [])
+    requests_mock.get(klarna.requests.order_url("o1"), status_code=403, json=rb.error("FORBIDDEN", ["Not allowed"]))
+
+    output = read_streams(ConfigBuilder().build(), FULL, expecting_exception=True)
+
+    error = output.errors[0].trace.error
+    assert error.failure_type == FailureType.config_error
+    assert "rejected the API credentials" in error.message
