@@ -61,3 +61,12 @@ class KlarnaMock:
 
     def urls(self, path_fragment: str) -> List[str]:
         return [r.url for r in self._mock.request_history if path_fragment in r.url]
+
+
+def serve_account(requests_mock: Any, payouts: List[Dict[str, Any]], transactions: Dict[str, List[Dict[str, Any]]], orders: List[Dict[str, Any]], gone: Any = ()) -> KlarnaMock:
+    """A whole account: its payouts, their transactions and the orders those name (`gone` answer 404)."""
+    klarna = KlarnaMock(requests_mock)
+    klarna.serve_payouts(payouts)
+    klarna.serve_transactions(transactions)
+    klarna.serve_orders(orders, gone)
+    return klarna

@@ -113,3 +113,8 @@ def page(items_field: str, rows: List[Dict[str, Any]], offset: int = 0, size: in
 
 def error(error_code: str = "BAD_VALUE", messages: Iterable[str] = ("Bad value",), correlation_id: str = "corr-0001") -> Dict[str, Any]:
     return {"error_code": error_code, "error_messages": list(messages), "correlation_id": correlation_id}
+
+
+def transactions_naming(payment_reference: str, *order_ids: str) -> List[Dict[str, Any]]:
+    """One transaction of the payout per order id given (repeat an id to name an order twice)."""
+    return [transaction(payment_reference, order_id=order_id, amount=100 + i) for i, order_id in enumerate(order_ids)]

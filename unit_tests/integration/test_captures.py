@@ -9,23 +9,11 @@ from airbyte_cdk.models import SyncMode
 
 from unit_tests.integration import response_builder as rb
 from unit_tests.integration.config import ConfigBuilder
-from unit_tests.integration.klarna_mock import KlarnaMock
+from unit_tests.integration.klarna_mock import serve_account
 from unit_tests.integration.reader import final_state, read_streams, records_of, state_for
 
 ALL = {"orders": SyncMode.incremental, "captures": SyncMode.incremental, "refunds": SyncMode.incremental}
 CAPTURES = {"captures": SyncMode.incremental}
-
-
-def _account(requests_mock, payouts, transactions, orders, gone=()):
-    klarna = KlarnaMock(requests_mock)
-    klarna.serve_payouts(payouts)
-    klarna.serve_transactions(transactions)
-    klarna.serve_orders(orders, gone)
-    return klarna
-
-
-def _rows(ref, *order_ids):
-    return [rb.transaction(ref, order_id=order_id, amount=100 + i) for i, order_id in enumerate(order_ids)]
 
 
 def _orders():
@@ -41,7 +29,7 @@ def _orders():
 
 def test_one_row_per_capture_with_its_order_and_payout_date_and_each_order_requested_once(requests_mock):
     orders = _orders()
-    klarna = _account(requests_mock, [rb.payout("A", "2024-02-01T06:00:00Z")], {"A": _rows("A", "o1", "o2", "o3", "o4", "o1")}, orders)
+    klarna = serve_account(requests_mock, [rb.payout("A", "2024-02-01T06:00:00Z")], {"A": rb.transactions_naming("A", "o1", "o2", "o3", "o4", "o1")}, orders)
 
     output = read_streams(ConfigBuilder().build(), ALL)
 
@@ -56,7 +44,7 @@ def test_one_row_per_capture_with_its_order_and_payout_date_and_each_order_reque
 
 
 def test_captures_alone_still_request_each_order_once(requests_mock):
-    klarna = _account(requests_mock, [rb.payout("A", "2024-02-01T06:00:00Z")], {"A": _rows("A", "o1", "o2", "o1")}, _orders())
+    klarna = serve_account(requests_mock, [rb.payout("A", "2024-02-01T06:00:00Z")], {"A": rb.transactions_naming("A", "o1", "o2", "o1")}, _orders())
 
     rows = records_of(read_streams(ConfigBuilder().build(), CAPTURES), "captures")
 
@@ -66,7 +54,7 @@ def test_captures_alone_still_request_each_order_once(requests_mock):
 
 def test_buyer_addresses_are_left_out_by_default_and_kept_when_asked(requests_mock):
     order = rb.order("o1", captures=[rb.capture("c1")])
-    _account(requests_mock, [rb.payout("A", "2024-02-01T06:00:00Z")], {"A": _rows("A", "o1")}, [order])
+    serve_account(requests_mock, [rb.payout("A", "2024-02-01T06:00:00Z")], {"A": rb.transactions_naming("A", "o1")}, [order])
 
     (default,) = records_of(read_streams(ConfigBuilder().build(), CAPTURES), "captures")
     (kept,) = records_of(read_streams(ConfigBuilder().with_fields(include_personal_data=True).build(), CAPTURES), "captures")
@@ -78,7 +66,7 @@ def test_buyer_addresses_are_left_out_by_default_and_kept_when_asked(requests_mo
 
 
 def test_a_gone_order_has_no_captures_one_request_and_one_warning_across_the_three_streams(requests_mock):
-    klarna = _account(requests_mock, [rb.payout("A", "2024-02-01T06:00:00Z")], {"A": _rows("A", "o2", "gone")}, _orders(), gone={"gone"})
+    klarna = serve_account(requests_mock, [rb.payout("A", "2024-02-01T06:00:00Z")], {"A": rb.transactions_naming("A", "o2", "gone")}, _orders(), gone={"gone"})
 
     output = read_streams(ConfigBuilder().build(), ALL)
 
@@ -91,15 +79,15 @@ def test_a_gone_order_has_no_captures_one_request_and_one_warning_across_the_thr
 
 def test_a_sync_with_state_reads_the_new_orders_captures_without_a_request_of_its_own(requests_mock):
     payouts = [rb.payout("P0", "2024-02-01T06:00:00Z"), rb.payout("P1", "2024-02-02T06:00:00Z")]
-    transactions = {"P0": _rows("P0", "o1"), "P1": _rows("P1", "o2")}
+    transactions = {"P0": rb.transactions_naming("P0", "o1"), "P1": rb.transactions_naming("P1", "o2")}
     orders = _orders() + [rb.order("new", captures=[rb.capture("cn1"), rb.capture("cn2")])]
-    klarna = _account(requests_mock, payouts, transactions, orders)
+    klarna = serve_account(requests_mock, payouts, transactions, orders)
     config = ConfigBuilder().with_fields(lookback_window_days=0).build()
     first = read_streams(config, CAPTURES)
     assert sorted(r["capture_id"] for r in records_of(first, "captures")) == ["c1a", "c1b", "c2"]
 
     payouts.append(rb.payout("NEW", "2024-03-01T06:00:00Z"))
-    transactions["NEW"] = _rows("NEW", "new")
+    transactions["NEW"] = rb.transactions_naming("NEW", "new")
     requests_mock.reset_mock()
     # With state the CDK reads a lazy child through the stream's own requester: it must not go out.
     second = read_streams(config, CAPTURES, state=state_for({"captures": final_state(first, "captures")}))
@@ -114,7 +102,7 @@ def test_a_sync_with_state_reads_the_new_orders_captures_without_a_request_of_it
 
 
 def test_state_is_one_cursor_over_the_orders_state(requests_mock):
-    _account(requests_mock, [rb.payout("A", "2024-02-01T06:00:00Z")], {"A": _rows("A", "o1")}, _orders())
+    serve_account(requests_mock, [rb.payout("A", "2024-02-01T06:00:00Z")], {"A": rb.transactions_naming("A", "o1")}, _orders())
 
     state = final_state(read_streams(ConfigBuilder().build(), CAPTURES), "captures")
 
@@ -127,7 +115,7 @@ def test_state_is_one_cursor_over_the_orders_state(requests_mock):
 def test_a_cut_order_answer_is_retried_and_never_replayed_from_the_cache(requests_mock):
     # The order cache must not keep an answer the error handler retries: the retry and the parent
     # reads of captures would otherwise get the same broken body again.
-    klarna = _account(requests_mock, [rb.payout("A", "2024-02-01T06:00:00Z")], {"A": _rows("A", "o1")}, [])
+    klarna = serve_account(requests_mock, [rb.payout("A", "2024-02-01T06:00:00Z")], {"A": rb.transactions_naming("A", "o1")}, [])
     good = rb.order("o1", captures=[rb.capture("c1")])
     requests_mock.get(klarna.requests.order_url("o1"), [{"status_code": 200, "text": '{"order_id": "o1", "capt'}, {"status_code": 200, "json": good}])
 

@@ -10,24 +10,12 @@ from airbyte_cdk.models import FailureType, SyncMode
 
 from unit_tests.integration import response_builder as rb
 from unit_tests.integration.config import ConfigBuilder
-from unit_tests.integration.klarna_mock import KlarnaMock
+from unit_tests.integration.klarna_mock import serve_account
 from unit_tests.integration.reader import final_state, read_streams, records_of, state_for
 
 STREAMS = {"orders": SyncMode.incremental}
 FULL = {"orders": SyncMode.full_refresh}
 PERSONAL = ("billing_address", "shipping_address", "customer")
-
-
-def _account(requests_mock, payouts, transactions, orders, gone=()):
-    klarna = KlarnaMock(requests_mock)
-    klarna.serve_payouts(payouts)
-    klarna.serve_transactions(transactions)
-    klarna.serve_orders(orders, gone)
-    return klarna
-
-
-def _rows(ref, *order_ids):
-    return [rb.transaction(ref, order_id=order_id, amount=100 + i) for i, order_id in enumerate(order_ids)]
 
 
 def _warnings(output):
@@ -37,9 +25,9 @@ def _warnings(output):
 def test_each_order_the_transactions_name_is_fetched_once_and_carries_its_payout_date(requests_mock):
     payouts = [rb.payout("A", "2024-02-01T06:00:00Z"), rb.payout("B", "2024-02-02T06:00:00Z")]
     # o2 is named three times, in both payouts.
-    transactions = {"A": _rows("A", "o1", "o2", "o2"), "B": _rows("B", "o2", "o3")}
+    transactions = {"A": rb.transactions_naming("A", "o1", "o2", "o2"), "B": rb.transactions_naming("B", "o2", "o3")}
     orders = [rb.order(o) for o in ("o1", "o2", "o3", "never-named")]
-    klarna = _account(requests_mock, payouts, transactions, orders)
+    klarna = serve_account(requests_mock, payouts, transactions, orders)
 
     rows = records_of(read_streams(ConfigBuilder().build(), FULL), "orders")
 
@@ -58,7 +46,7 @@ def test_each_order_the_transactions_name_is_fetched_once_and_carries_its_payout
 
 def test_an_order_klarna_no_longer_returns_is_skipped_with_one_warning_and_the_sync_goes_on(requests_mock):
     payouts = [rb.payout("A", "2024-02-01T06:00:00Z")]
-    klarna = _account(requests_mock, payouts, {"A": _rows("A", "o1", "gone", "o3", "gone")}, [rb.order("o1"), rb.order("o3")], gone={"gone"})
+    klarna = serve_account(requests_mock, payouts, {"A": rb.transactions_naming("A", "o1", "gone", "o3", "gone")}, [rb.order("o1"), rb.order("o3")], gone={"gone"})
 
     output = read_streams(ConfigBuilder().build(), FULL)
 
@@ -70,7 +58,7 @@ def test_an_order_klarna_no_longer_returns_is_skipped_with_one_warning_and_the_s
 
 
 def test_personal_data_is_left_out_by_default(requests_mock):
-    _account(requests_mock, [rb.payout("A", "2024-02-01T06:00:00Z")], {"A": _rows("A", "o1")}, [rb.order("o1")])
+    serve_account(requests_mock, [rb.payout("A", "2024-02-01T06:00:00Z")], {"A": rb.transactions_naming("A", "o1")}, [rb.order("o1")])
 
     (row,) = records_of(read_streams(ConfigBuilder().build(), FULL), "orders")
 
@@ -83,7 +71,7 @@ def test_personal_data_is_left_out_by_default(requests_mock):
 
 def test_personal_data_is_kept_when_the_flag_is_on(requests_mock):
     order = rb.order("o1")
-    _account(requests_mock, [rb.payout("A", "2024-02-01T06:00:00Z")], {"A": _rows("A", "o1")}, [order])
+    serve_account(requests_mock, [rb.payout("A", "2024-02-01T06:00:00Z")], {"A": rb.transactions_naming("A", "o1")}, [order])
 
     (row,) = records_of(read_streams(ConfigBuilder().with_fields(include_personal_data=True).build(), FULL), "orders")
 
@@ -95,16 +83,16 @@ def test_personal_data_is_kept_when_the_flag_is_on(requests_mock):
 
 def test_incremental_fetches_only_the_orders_of_transactions_read_since_the_state(requests_mock):
     payouts = [rb.payout(f"P{i}", f"2024-02-{1 + i:02d}T06:00:00Z") for i in range(4)]
-    transactions = {f"P{i}": _rows(f"P{i}", f"o{i}a", f"o{i}b") for i in range(4)}
+    transactions = {f"P{i}": rb.transactions_naming(f"P{i}", f"o{i}a", f"o{i}b") for i in range(4)}
     orders = [rb.order(f"o{i}{x}") for i in range(4) for x in "ab"] + [rb.order("new")]
-    klarna = _account(requests_mock, payouts, transactions, orders)
+    klarna = serve_account(requests_mock, payouts, transactions, orders)
     config = ConfigBuilder().with_fields(lookback_window_days=0).build()
     first = read_streams(config, STREAMS)
     assert len(records_of(first, "orders")) == 8
 
     payouts.append(rb.payout("NEW", "2024-03-01T06:00:00Z"))
     # A new payout naming a new order and, again, an old one (a return on o0a).
-    transactions["NEW"] = _rows("NEW", "new", "o0a")
+    transactions["NEW"] = rb.transactions_naming("NEW", "new", "o0a")
     requests_mock.reset_mock()
     second = read_streams(config, STREAMS, state=state_for({"orders": final_state(first, "orders")}))
 
@@ -116,7 +104,7 @@ def test_incremental_fetches_only_the_orders_of_transactions_read_since_the_stat
 
 
 def test_state_is_one_cursor_with_the_transactions_and_payouts_state_it_depends_on(requests_mock):
-    _account(requests_mock, [rb.payout("A", "2024-02-01T06:00:00Z")], {"A": _rows("A", "o1", "o2")}, [rb.order("o1"), rb.order("o2")])
+    serve_account(requests_mock, [rb.payout("A", "2024-02-01T06:00:00Z")], {"A": rb.transactions_naming("A", "o1", "o2")}, [rb.order("o1"), rb.order("o2")])
 
     state = final_state(read_streams(ConfigBuilder().build(), STREAMS), "orders")
 
@@ -128,8 +116,8 @@ def test_state_is_one_cursor_with_the_transactions_and_payouts_state_it_depends_
 
 
 def test_a_transaction_without_an_order_id_names_no_order(requests_mock):
-    rows = _rows("A", "o1") + [rb.transaction("A", order_id=None, type="CHARGE")]
-    klarna = _account(requests_mock, [rb.payout("A", "2024-02-01T06:00:00Z")], {"A": rows}, [rb.order("o1")])
+    rows = rb.transactions_naming("A", "o1") + [rb.transaction("A", order_id=None, type="CHARGE")]
+    klarna = serve_account(requests_mock, [rb.payout("A", "2024-02-01T06:00:00Z")], {"A": rows}, [rb.order("o1")])
 
     output = read_streams(ConfigBuilder().build(), FULL)
 
@@ -138,7 +126,7 @@ def test_a_transaction_without_an_order_id_names_no_order(requests_mock):
 
 
 def test_an_order_answer_that_is_not_an_order_is_retried_then_fails_naming_the_url(requests_mock):
-    klarna = _account(requests_mock, [rb.payout("A", "2024-02-01T06:00:00Z")], {"A": _rows("A", "o1")}, [])
+    klarna = serve_account(requests_mock, [rb.payout("A", "2024-02-01T06:00:00Z")], {"A": rb.transactions_naming("A", "o1")}, [])
     requests_mock.get(klarna.requests.order_url("o1"), json={"unexpected": True})
     sleep = mock.MagicMock()
 
@@ -151,7 +139,7 @@ def test_an_order_answer_that_is_not_an_order_is_retried_then_fails_naming_the_u
 
 
 def test_a_server_error_on_an_order_is_retried_and_the_order_arrives(requests_mock):
-    klarna = _account(requests_mock, [rb.payout("A", "2024-02-01T06:00:00Z")], {"A": _rows("A", "o1")}, [])
+    klarna = serve_account(requests_mock, [rb.payout("A", "2024-02-01T06:00:00Z")], {"A": rb.transactions_naming("A", "o1")}, [])
     requests_mock.get(
         klarna.requests.order_url("o1"),
         [{"status_code": 503, "json": rb.error("SERVICE_UNAVAILABLE")}, {"status_code": 200, "json": rb.order("o1")}],
@@ -164,7 +152,7 @@ def test_a_server_error_on_an_order_is_retried_and_the_order_arrives(requests_mo
 
 
 def test_rejected_credentials_on_the_orders_endpoint_are_a_config_error(requests_mock):
-    klarna = _account(requests_mock, [rb.payout("A", "2024-02-01T06:00:00Z")], {"A": _rows("A", "o1")}, [])
+    klarna = serve_account(requests_mock, [rb.payout("A", "2024-02-01T06:00:00Z")], {"A": rb.transactions_naming("A", "o1")}, [])
     requests_mock.get(klarna.requests.order_url("o1"), status_code=403, json=rb.error("FORBIDDEN", ["Not allowed"]))
 
     output = read_streams(ConfigBuilder().build(), FULL, expecting_exception=True)

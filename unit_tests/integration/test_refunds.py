@@ -9,23 +9,11 @@ from airbyte_cdk.models import SyncMode
 
 from unit_tests.integration import response_builder as rb
 from unit_tests.integration.config import ConfigBuilder
-from unit_tests.integration.klarna_mock import KlarnaMock
+from unit_tests.integration.klarna_mock import serve_account
 from unit_tests.integration.reader import final_state, read_streams, records_of, state_for
 
 REFUNDS = {"refunds": SyncMode.incremental}
 ALL = {"orders": SyncMode.full_refresh, "captures": SyncMode.full_refresh, "refunds": SyncMode.full_refresh}
-
-
-def _account(requests_mock, payouts, transactions, orders, gone=()):
-    klarna = KlarnaMock(requests_mock)
-    klarna.serve_payouts(payouts)
-    klarna.serve_transactions(transactions)
-    klarna.serve_orders(orders, gone)
-    return klarna
-
-
-def _rows(ref, *order_ids):
-    return [rb.transaction(ref, order_id=order_id, amount=100 + i) for i, order_id in enumerate(order_ids)]
 
 
 def _orders():
@@ -38,7 +26,7 @@ def _orders():
 
 def test_one_row_per_refund_with_its_order_and_payout_date(requests_mock):
     orders = _orders()
-    klarna = _account(requests_mock, [rb.payout("A", "2024-02-01T06:00:00Z")], {"A": _rows("A", "o1", "o2", "o3")}, orders)
+    klarna = serve_account(requests_mock, [rb.payout("A", "2024-02-01T06:00:00Z")], {"A": rb.transactions_naming("A", "o1", "o2", "o3")}, orders)
 
     rows = {r["refund_id"]: r for r in records_of(read_streams(ConfigBuilder().build(), REFUNDS), "refunds")}
 
@@ -51,7 +39,7 @@ def test_one_row_per_refund_with_its_order_and_payout_date(requests_mock):
 
 
 def test_with_orders_and_captures_every_order_is_still_requested_once(requests_mock):
-    klarna = _account(requests_mock, [rb.payout("A", "2024-02-01T06:00:00Z")], {"A": _rows("A", "o1", "o2", "o1")}, _orders())
+    klarna = serve_account(requests_mock, [rb.payout("A", "2024-02-01T06:00:00Z")], {"A": rb.transactions_naming("A", "o1", "o2", "o1")}, _orders())
 
     output = read_streams(ConfigBuilder().build(), ALL)
 
@@ -62,14 +50,14 @@ def test_with_orders_and_captures_every_order_is_still_requested_once(requests_m
 
 def test_a_sync_with_state_reads_the_new_orders_refunds_without_a_request_of_its_own(requests_mock):
     payouts = [rb.payout("P0", "2024-02-01T06:00:00Z"), rb.payout("P1", "2024-02-02T06:00:00Z")]
-    transactions = {"P0": _rows("P0", "o1"), "P1": _rows("P1", "o2")}
+    transactions = {"P0": rb.transactions_naming("P0", "o1"), "P1": rb.transactions_naming("P1", "o2")}
     orders = _orders() + [rb.order("new", refunds=[rb.refund("rn")])]
-    klarna = _account(requests_mock, payouts, transactions, orders)
+    klarna = serve_account(requests_mock, payouts, transactions, orders)
     config = ConfigBuilder().with_fields(lookback_window_days=0).build()
     first = read_streams(config, REFUNDS)
 
     payouts.append(rb.payout("NEW", "2024-03-01T06:00:00Z"))
-    transactions["NEW"] = _rows("NEW", "new", "o1")
+    transactions["NEW"] = rb.transactions_naming("NEW", "new", "o1")
     requests_mock.reset_mock()
     second = read_streams(config, REFUNDS, state=state_for({"refunds": final_state(first, "refunds")}))
 
