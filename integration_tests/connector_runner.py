@@ -88,6 +88,22 @@ class ConnectorRun:
         return "\n".join(self.stdout_lines) + "\n" + self.stderr
 
 
+def protocol_arguments(
+    directory: str,
+    config: Optional[Mapping[str, Any]] = None,
+    catalog: Optional[Mapping[str, Any]] = None,
+    state: Optional[List[Mapping[str, Any]]] = None,
+) -> List[str]:
+    """`--config/--catalog/--state FILE` for the given contents, written as JSON into `directory`."""
+    arguments: List[str] = []
+    for flag, content in (("--config", config), ("--catalog", catalog), ("--state", state)):
+        if content is not None:
+            path = Path(directory) / f"{flag.strip('-')}.json"
+            path.write_text(json.dumps(content))
+            arguments += [flag, str(path)]
+    return arguments
+
+
 def run_connector(
     verb: str,
     config: Optional[Mapping[str, Any]] = None,
@@ -98,13 +114,7 @@ def run_connector(
     env: Optional[Mapping[str, str]] = None,
 ) -> ConnectorRun:
     with tempfile.TemporaryDirectory(prefix="source-klarna-run-") as tmp:
-        command = [str(EXECUTABLE), verb]
-        for flag, content in (("--config", config), ("--catalog", catalog), ("--state", state)):
-            if content is not None:
-                path = Path(tmp) / f"{flag.strip('-')}.json"
-                path.write_text(json.dumps(content))
-                command += [flag, str(path)]
-        command += list(extra_args)
+        command = [str(EXECUTABLE), verb, *protocol_arguments(tmp, config, catalog, state), *extra_args]
         process = subprocess.Popen(
             command,
             stdout=subprocess.PIPE,

@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 import yaml
 
-from connector_runner import EXECUTABLE, ConnectorRun
+from connector_runner import EXECUTABLE, ConnectorRun, protocol_arguments
 
 # Runs the connector's own entry point (config checks, secret masking, the CDK's launch) with the
 # manifest read from argv[1] instead of the packaged one: for what-if runs of a manifest change
@@ -110,12 +110,7 @@ def stream_connector(
             command = [sys.executable, "-c", _PATCHED_MANIFEST_LAUNCHER, str(manifest_file), verb]
         else:
             command = [str(EXECUTABLE), verb]
-        for flag, content in (("--config", config), ("--catalog", catalog), ("--state", state)):
-            if content is not None:
-                path = Path(tmp) / f"{flag.strip('-')}.json"
-                path.write_text(json.dumps(content))
-                command += [flag, str(path)]
-        command += list(extra_args)
+        command += [*protocol_arguments(tmp, config, catalog, state), *extra_args]
         started = time.monotonic()
         process = subprocess.Popen(
             command,
