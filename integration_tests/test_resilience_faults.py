@@ -299,23 +299,12 @@ def test_a_fault_that_outlasts_every_retry_fails_the_sync_loudly_never_silently(
     assert any(cause.lower() in said.lower() for cause in causes), f"the cause is not named: {said[:600]}"
 
 
-ENDPOINT_NOT_NAMED = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "A transport failure (connection reset, truncated body, read timeout) reaches the user as the CDK's "
-        "'Exhausted available request attempts ... ConnectionError: ...', without the URL: HttpResponseFilter "
-        "only matches responses, so the manifest cannot word it."
-    ),
-)
 
 
 @pytest.mark.parametrize(
     "scenario",
     [
-        pytest.param(f"persistent-{name}", marks=ENDPOINT_NOT_NAMED)
-        if name in ("connection-reset", "truncated-body", "stalled-response")
-        else f"persistent-{name}"
-        for name in PERSISTENT_FAULTS
+        f"persistent-{name}" for name in PERSISTENT_FAULTS
     ],
 )
 def test_the_failure_message_names_the_endpoint_and_the_cause(results, scenario):

@@ -436,6 +436,8 @@ class KlarnaErrorHandler(DefaultErrorHandler):
         self._items_field = self.items_field or (parameters or {}).get("items_field")
 
     def interpret_response(self, response_or_exception: Optional[Union[requests.Response, Exception]]) -> ErrorResolution:
+        if isinstance(response_or_exception, requests.RequestException):
+            return self._transport_failure(response_or_exception)
         if isinstance(response_or_exception, requests.Response):
             response = response_or_exception
             url = str(response.url or "").split("?", 1)[0]
@@ -468,6 +470,29 @@ class KlarnaErrorHandler(DefaultErrorHandler):
             if GONE_ORDERS.first_report(self.config, url):
                 LOGGER.warning(resolution.error_message or f"Klarna no longer returns the order at {url} (HTTP 404): skipped.")
         return resolution
+
+
+    def _endpoint(self) -> str:
+        if self.expect == "page":
+            return f"/settlements/v1/{self._items_field}"
+        return {"list": "/settlements/v1/payouts/summary", "order": "/ordermanagement/v1/orders/{order_id}"}[self.expect]
+
+    def _transport_failure(self, exception: requests.RequestException) -> ErrorResolution:
+        """No answer at all (reset, cut body, timeout): the CDK's resolution, worded with the URL.
+
+        The CDK's own message names only the exception; after the last retry the user would not know
+        which of Klarna's endpoints failed."""
+        resolution = super().interpret_response(exception)
+        request = getattr(exception, "request", None)
+        # A body cut short fails while requests reads it, before it attaches the request: then the
+        # endpoint this handler serves is named instead.
+        url = str(getattr(request, "url", "") or "").split("?", 1)[0] or self._endpoint()
+        return ErrorResolution(
+            response_action=resolution.response_action,
+            failure_type=resolution.failure_type or FailureType.transient_error,
+            error_message=f"Klarna did not answer {url} ({type(exception).__name__}: {exception}) through every retry. "
+            "Check the network path to Klarna (proxy, firewall) and retry the sync later.",
+        )
 
 
 @dataclass
