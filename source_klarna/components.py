@@ -196,16 +196,12 @@ GONE_ORDERS = GoneOrders()
 
 
 def is_cacheable_order_answer(response: requests.Response) -> bool:
-    """An order (a JSON object with an order_id), or Klarna's 404 saying the order does not exist."""
-    try:
-        body = orjson.loads(response.content)
-    except (orjson.JSONDecodeError, TypeError):
-        return False
-    if not isinstance(body, dict):
-        return False
+    """An order (what KlarnaErrorHandler accepts as one), or Klarna's 404 saying the order does not
+    exist. The body parsed here stays on the response for the error handler and the extractor."""
+    body = parsed_body(response)
     if response.status_code == 404:
-        return body.get("error_code") == "NO_SUCH_ORDER"
-    return response.status_code == 200 and bool(body.get("order_id"))
+        return isinstance(body, dict) and body.get("error_code") == "NO_SUCH_ORDER"
+    return response.status_code == 200 and answer_problem(body, "order") is None
 
 
 @dataclass
@@ -403,8 +399,10 @@ def answer_problem(body: Any, expect: str, items_field: Optional[str] = None) ->
 
 def _paging_refused(response: requests.Response) -> Optional[str]:
     """Klarna's reason when a 400 is about the page size or offset, which only the connector chooses."""
+    if response.status_code != 400:
+        return None
     body = parsed_body(response)
-    if response.status_code != 400 or not isinstance(body, dict):
+    if not isinstance(body, dict):
         return None
     reasons = "; ".join(str(m) for m in body.get("error_messages") or [])
     lowered = reasons.lower()
