@@ -225,6 +225,10 @@ def test_payouts_are_read_in_90_day_windows_from_the_start_date(tmp_path, capsys
     assert stream_read["auxiliary_requests"] == []
 
 
+def _instant(value: str) -> datetime:
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+
+
 def test_transactions_are_read_per_payout_with_their_keys(tmp_path, capsys, emulator, dataset, unsafe_code_allowed):
     call = builder_request(tmp_path, capsys, emulator, "transactions", limits={"max_slices": 10})
     stream_read = call.stream_read
@@ -260,8 +264,12 @@ def test_transactions_are_read_per_payout_with_their_keys(tmp_path, capsys, emul
     assert parent_requests[0][1] == {"size": "500", "start_date": START_DATE, "end_date": "2026-05-29T23:59:59Z"}
 
     final = slice_state(slices[-1])
-    # One global cursor (not one per payout) and the payouts cursor it depends on.
-    assert final["parent_state"] == {"payouts": {"payout_date": "2026-03-03T06:00:05Z"}}
+    # One global cursor (not one per payout), the payouts cursor it depends on, and the payouts whose
+    # transactions were read that the next sync's lookback (3 days, remembered 4) can bring back.
+    newest = max(_instant(d) for d in payout_dates.values())
+    remembered = {ref: d for ref, d in payout_dates.items() if _instant(d) >= newest - timedelta(days=4)}
+    assert final["parent_state"] == {"payouts": {"payout_date": "2026-03-03T06:00:05Z", "payouts_read": remembered}}
+    assert remembered
     assert final["state"] == {"payout_date": "2026-03-03T06:00:05Z"}
     assert "states" not in final
 

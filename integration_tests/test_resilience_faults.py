@@ -167,6 +167,36 @@ def one_payout_keeps_failing():
         return SimpleNamespace(emulator=emulator, victim=victim, failed=failed, retried=retried)
 
 
+def new_payout_keeps_failing_in_an_incremental_sync():
+    """After a full sync, new and late payouts arrive and one of the new ones fails for good: the
+    incremental sync fails, and the retry from what the platform kept (the first sync's state, updated
+    by every state the failed sync emitted) must read that payout, though the lookback brings back
+    payouts whose transactions the state lists as read."""
+    with KlarnaEmulator(spec=SMALL_SPEC, password=EMULATOR_PASSWORD) as emulator:
+        config = emulator.config(start_date=START_DATE)
+        first = _read(config, ["payouts", "transactions"], "incremental")
+        _assert_succeeded(first)
+        added = emulator.grow(new_payouts=3, late_payouts=1)
+        victim = added[1]
+        body = b'{"error_code":"SERVICE_UNAVAILABLE","error_messages":["down"],"correlation_id":"corr-victim-2"}'
+
+        def fail_the_victim(path, query):
+            if path == TRANSACTIONS_PATH and query.get("payment_reference") == victim:
+                return 503, {"Content-Type": "application/json"}, body
+            return None
+
+        with InterceptingProxy(emulator.url, on_request=fail_the_victim) as proxy:
+            proxied = emulator.config(start_date=START_DATE, base_url_override=proxy.url)
+            failed = _read(proxied, ["payouts", "transactions"], "incremental", state=first.final_state(), manifest=fast_backoff_manifest())
+        assert not proxy.hook_errors, proxy.hook_errors
+        kept = {s["stream"]["stream_descriptor"]["name"]: s for s in first.final_state() + failed.final_state()}
+        emulator.reset_requests()
+        retried = _read(config, ["payouts", "transactions"], "incremental", state=list(kept.values()))
+        retried_requests = [r for r in emulator.requests() if r["path"] == TRANSACTIONS_PATH]
+        return SimpleNamespace(emulator=emulator, victim=victim, added=added, first=first, failed=failed,
+                               retried=retried, kept=kept, retried_requests=retried_requests)
+
+
 def summaries_since_start_date(manifest_factory=None):
     """Payouts every day from the 16th of the month before last up to yesterday, start_date the 15th:
     a partial first month, a full month and the running month; then late payouts and a second sync."""
@@ -195,6 +225,7 @@ SCENARIOS = {
     "429-bursts-without-Retry-After": rate_limited(False),
     "stalled-responses-with-a-read-timeout": stalled_responses_with_a_read_timeout,
     "one-payout-keeps-failing": one_payout_keeps_failing,
+    "new-payout-keeps-failing-in-an-incremental-sync": new_payout_keeps_failing_in_an_incremental_sync,
     "summaries-shipped": summaries_since_start_date(),
     **{f"persistent-{name}": persistent_fault(name) for name in PERSISTENT_FAULTS},
 }
@@ -331,6 +362,25 @@ def test_one_payout_that_keeps_failing_fails_the_sync_and_the_next_sync_delivers
     assert victim in {r["payment_reference"] for r in retried.records("transactions")}
     assert_payouts_exact(emulator, failed.records("payouts") + retried.records("payouts"), repeats_allowed=True)
     assert_transactions_exact(emulator, failed.records("transactions") + retried.records("transactions"), repeats_allowed=True)
+
+
+@pytest.mark.parametrize("scenario", ["new-payout-keeps-failing-in-an-incremental-sync"])
+def test_a_new_payout_that_fails_in_an_incremental_sync_is_not_listed_as_read_and_the_retry_reads_it(results, scenario):
+    outcome = result_of(results, scenario)
+    emulator, victim = outcome.emulator, outcome.victim
+
+    assert outcome.failed.exit_code != 0
+    assert victim not in {r["payment_reference"] for r in outcome.failed.records("transactions")}
+    kept_transactions = outcome.kept["transactions"]["stream"]["stream_state"]
+    assert victim not in kept_transactions["parent_state"]["payouts"].get("payouts_read", {})
+    _assert_succeeded(outcome.retried)
+    # The retry reads the victim, and nothing the first sync had read.
+    retried_refs = {r["query"]["payment_reference"] for r in outcome.retried_requests}
+    assert victim in retried_refs
+    assert retried_refs <= set(outcome.added)
+    runs = (outcome.first, outcome.failed, outcome.retried)
+    assert_payouts_exact(emulator, [r for run in runs for r in run.records("payouts")], repeats_allowed=True)
+    assert_transactions_exact(emulator, [r for run in runs for r in run.records("transactions")], repeats_allowed=True)
 
 
 # --------------------------------------------------------------------------- payout summaries add up

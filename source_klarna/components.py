@@ -6,6 +6,9 @@ body is parsed once (`parsed_body`), its shape judged, its rows and next offset 
 `OrderRequester`, `EmbeddedItemsRequester`, `RemoveFieldsUnlessConfigured` and
 `parents_first` serve the orders, captures and refunds streams; each says below what the manifest cannot.
 
+`UnreadPayoutsPartitionRouter` keeps an incremental sync from reading again the transactions of the
+payouts it re-reads only to catch late ones (the lookback window).
+
 `TransactionKeyAndPayout` gives each Klarna transaction a stable primary key and its payout's date.
 Klarna's transactions carry no id, and two rows of one payout can be identical to the byte (two equal
 fixed fees on one order), so no field or set of fields is unique. The key is
@@ -24,6 +27,7 @@ import hashlib
 import logging
 import threading
 from collections import OrderedDict
+from datetime import datetime, timedelta, timezone
 from dataclasses import InitVar, dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, MutableMapping, Optional, Sequence, Set, Tuple, Union
 
@@ -32,6 +36,9 @@ import requests
 
 from airbyte_cdk.models import ConfiguredAirbyteCatalog, FailureType
 from airbyte_cdk.sources.declarative.extractors.record_extractor import RecordExtractor
+from airbyte_cdk.sources.declarative.interpolation.interpolated_string import InterpolatedString
+from airbyte_cdk.sources.declarative.partition_routers.partition_router import PartitionRouter
+from airbyte_cdk.sources.declarative.partition_routers.substream_partition_router import SubstreamPartitionRouter
 from airbyte_cdk.sources.declarative.requesters.error_handlers import DefaultErrorHandler
 from airbyte_cdk.sources.declarative.requesters.http_requester import HttpRequester
 from airbyte_cdk.sources.declarative.requesters.paginators.strategies.pagination_strategy import PaginationStrategy
@@ -135,6 +142,116 @@ class TransactionKeyAndPayout(RecordTransformation):
         fingerprint = transaction_fingerprint(record)
         occurrence = self.counter.next_occurrence(stream_slice, fingerprint)
         record["transaction_key"] = f"{payment_reference}:{fingerprint}:{occurrence}"
+
+
+def _instant(payout_date: Any) -> Optional[datetime]:
+    """A payout_date as an aware datetime (None if it is not a date-time)."""
+    try:
+        moment = datetime.fromisoformat(str(payout_date).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+@dataclass
+class UnreadPayoutsPartitionRouter(PartitionRouter):
+    """One partition per payout whose transactions no earlier sync has read: the payouts router of
+    `transactions`, minus the payouts the previous sync already read.
+
+    An incremental sync re-reads the payouts of the lookback window to catch payouts Klarna books late,
+    and a plain SubstreamPartitionRouter would then read the transactions of every one of them again
+    (two thirds of an incremental sync's requests after a day's growth). A payout's transactions never
+    change once it is paid out, so a payout read before is skipped. Which payouts were read is kept in
+    the parent state the CDK already carries for this stream, next to the payouts cursor:
+
+        "parent_state": {"payouts": {"payout_date": "...", "payouts_read": {"<payment_reference>": "<payout_date>", ...}}}
+
+    The CDK keeps such extra keys of a sequential cursor state (its `legacy` part) and commits each
+    snapshot of this router's state only once every partition generated before it is closed, so a
+    payout enters the saved list only after all its transactions were emitted: skipping never loses a
+    row. The list holds the payouts dated within `remember_days` of the newest one seen (in this sync or
+    on the list it started from), i.e. those the next sync's lookback window can bring back; a payout
+    dropped from it too early is merely read again.
+    A late payout is not on the list, so it is read. Without a saved list (first sync, reset, a state
+    from an older version) every payout is read.
+    """
+
+    underlying_partition_router: SubstreamPartitionRouter
+    config: Config
+    parameters: InitVar[Mapping[str, Any]]
+    remember_days: Union[InterpolatedString, str, int] = 4
+
+    READ_KEY = "payouts_read"
+
+    def __post_init__(self, parameters: Mapping[str, Any]) -> None:
+        (parent_config,) = self.underlying_partition_router.parent_stream_configs
+        self._parent_name = parent_config.stream.name
+        self._partition_field = parent_config.partition_field.eval(self.config)
+        days = InterpolatedString.create(str(self.remember_days), parameters=parameters or {}).eval(self.config)
+        self._remember = timedelta(days=float(days))
+        self._lock = threading.Lock()
+        self._read: Dict[str, str] = {}
+        self._newest: Optional[datetime] = None
+
+    def _previously_read(self) -> Mapping[str, str]:
+        parent_state = (self.underlying_partition_router.get_stream_state() or {}).get(self._parent_name)
+        read = parent_state.get(self.READ_KEY) if isinstance(parent_state, Mapping) else None
+        return {str(ref): str(date) for ref, date in read.items()} if isinstance(read, Mapping) else {}
+
+    def _remember_read(self, payment_reference: str, payout_date: Any) -> None:
+        moment = _instant(payout_date)
+        with self._lock:
+            if moment is not None and self._newest is not None and moment < self._newest - self._remember:
+                return  # older than any lookback window will reach back
+            self._read[payment_reference] = str(payout_date)
+            if moment is not None and (self._newest is None or moment > self._newest):
+                self._newest = moment
+                horizon = moment - self._remember
+                self._read = {
+                    ref: date for ref, date in self._read.items()
+                    if (_instant(date) or moment) >= horizon
+                }
+
+    def stream_slices(self) -> Iterable[StreamSlice]:
+        # Read before the first parent page moves the parent cursor (and its state) on. The list goes
+        # on into this sync's state: should this sync fail before its payouts are all read, the state
+        # it leaves still names the payouts earlier syncs read.
+        previously_read = self._previously_read()
+        for payment_reference, payout_date in previously_read.items():
+            self._remember_read(payment_reference, payout_date)
+        generated: Set[str] = set()
+        for stream_slice in self.underlying_partition_router.stream_slices():
+            payment_reference = stream_slice.partition.get(self._partition_field)
+            payout_date = stream_slice.extra_fields.get("payout_date")
+            if payment_reference in generated:
+                continue  # the same payout twice in one sync (a list that moved between pages)
+            generated.add(payment_reference)
+            # On the list before the slice goes out: the CDK's state snapshot taken after this slice
+            # includes the payout, and is committed only once this slice's partition is closed.
+            self._remember_read(payment_reference, payout_date)
+            if previously_read.get(payment_reference) != str(payout_date):
+                yield stream_slice
+
+    def get_stream_state(self) -> Optional[Mapping[str, StreamState]]:
+        state = dict(self.underlying_partition_router.get_stream_state() or {})
+        with self._lock:
+            read = dict(self._read)
+        parent_state = dict(state.get(self._parent_name) or {})
+        parent_state[self.READ_KEY] = read
+        state[self._parent_name] = parent_state
+        return state
+
+    def get_request_params(self, **kwargs: Any) -> Mapping[str, Any]:
+        return self.underlying_partition_router.get_request_params(**kwargs)
+
+    def get_request_headers(self, **kwargs: Any) -> Mapping[str, Any]:
+        return self.underlying_partition_router.get_request_headers(**kwargs)
+
+    def get_request_body_data(self, **kwargs: Any) -> Union[Mapping[str, Any], str]:
+        return self.underlying_partition_router.get_request_body_data(**kwargs)
+
+    def get_request_body_json(self, **kwargs: Any) -> Mapping[str, Any]:
+        return self.underlying_partition_router.get_request_body_json(**kwargs)
 
 
 @dataclass

@@ -64,5 +64,7 @@ def test_a_sync_with_state_reads_the_new_orders_refunds_without_a_request_of_its
     rows = {r["refund_id"]: r for r in records_of(second, "refunds")}
     assert sorted(rows) == ["r1a", "r1b", "rn"]
     assert rows["rn"]["order_id"] == "new" and rows["r1a"]["payout_date"] == "2024-03-01T06:00:00Z"
-    assert sorted(klarna.order_requests()) == ["new", "o1", "o2"]
+    # P1 at the cursor comes back (Klarna's start_date is inclusive) but its transactions were read
+    # by the first sync, so its order o2 is not fetched again; o1 is, named by the new payout.
+    assert sorted(klarna.order_requests()) == ["new", "o1"]
     assert klarna.urls("/refunds") == []

@@ -80,7 +80,7 @@ def test_keys_do_not_depend_on_the_order_klarna_lists_rows_in(requests_mock):
     assert in_order == reversed_order
 
 
-def test_incremental_reads_only_payouts_new_since_the_state_plus_the_one_at_the_cursor(requests_mock):
+def test_incremental_reads_only_the_transactions_of_payouts_new_since_the_state(requests_mock):
     payouts = [rb.payout(f"P{i}", f"2024-02-{1 + i:02d}T06:00:00Z") for i in range(5)]
     transactions = {p["payment_reference"]: _rows(p["payment_reference"], 3) for p in payouts}
     klarna = _account(requests_mock, payouts, transactions)
@@ -94,13 +94,13 @@ def test_incremental_reads_only_payouts_new_since_the_state_plus_the_one_at_the_
     requests_mock.reset_mock()
     second = read_streams(config, STREAMS, state=_state(first))
 
-    # Klarna's start_date is inclusive, so the payout at the cursor (P4) is read again: its rows keep
-    # their keys. Nothing older is.
+    # Klarna's start_date is inclusive, so the payouts list brings back the payout at the cursor (P4),
+    # but the state lists it as read: only the new payout's transactions are requested.
     rows = records_of(second, "transactions")
-    assert sorted(r["payment_reference"] for r in rows) == ["NEW"] * 4 + ["P4"] * 3
-    assert {query_of(u)["payment_reference"] for u in klarna.urls("/transactions")} == {"NEW", "P4"}
-    first_keys = {r["transaction_key"] for r in records_of(first, "transactions") if r["payment_reference"] == "P4"}
-    assert {r["transaction_key"] for r in rows if r["payment_reference"] == "P4"} == first_keys
+    assert sorted(r["payment_reference"] for r in rows) == ["NEW"] * 4
+    assert {query_of(u)["payment_reference"] for u in klarna.urls("/transactions")} == {"NEW"}
+    # The first payouts window starts at the cursor, so P4 was in the list the second sync read.
+    assert "2024-02-05T06:00:00Z" in {query_of(u)["start_date"] for u in klarna.urls("/payouts")}
 
 
 def test_a_late_payout_within_the_lookback_brings_its_transactions(requests_mock):
@@ -117,6 +117,8 @@ def test_a_late_payout_within_the_lookback_brings_its_transactions(requests_mock
     late_rows = [r for r in records_of(second, "transactions") if r["payment_reference"] == "LATE"]
     assert len(late_rows) == 3
     assert {r["payout_date"] for r in late_rows} == {"2024-02-08T06:00:00Z"}
+    # B, inside the lookback too, was read by the first sync: only the late payout is read.
+    assert {r["payment_reference"] for r in records_of(second, "transactions")} == {"LATE"}
 
 
 def test_state_carries_the_payouts_cursor_it_depends_on(requests_mock):
@@ -124,8 +126,49 @@ def test_state_carries_the_payouts_cursor_it_depends_on(requests_mock):
 
     state = final_state(read_streams(ConfigBuilder().build(), STREAMS), "transactions")
 
-    assert state["parent_state"] == {"payouts": {"payout_date": "2024-02-01T06:00:00Z"}}
+    assert state["parent_state"] == {"payouts": {"payout_date": "2024-02-01T06:00:00Z", "payouts_read": {"A": "2024-02-01T06:00:00Z"}}}
     assert state["state"] == {"payout_date": "2024-02-01T06:00:00Z"}
+
+
+def test_a_state_without_the_list_of_read_payouts_reads_the_lookback_window_again(requests_mock):
+    # A state written before the list existed (source-klarna 1.0.0): nothing is known to be read, so
+    # every payout the lookback brings back is read again, and the next state has the list.
+    payouts = [rb.payout("A", "2024-02-01T06:00:00Z"), rb.payout("B", "2024-02-09T06:00:00Z"), rb.payout("C", "2024-02-10T06:00:00Z")]
+    klarna = _account(requests_mock, payouts, {p["payment_reference"]: _rows(p["payment_reference"], 2) for p in payouts})
+    old_state = {
+        "use_global_cursor": True,
+        "state": {"payout_date": "2024-02-10T06:00:00Z"},
+        "lookback_window": 1,
+        "parent_state": {"payouts": {"payout_date": "2024-02-10T06:00:00Z"}},
+    }
+    from unit_tests.integration.reader import state_for
+
+    output = read_streams(ConfigBuilder().build(), STREAMS, state=state_for({"transactions": old_state}))
+
+    assert {query_of(u)["payment_reference"] for u in klarna.urls("/transactions")} == {"B", "C"}
+    assert final_state(output, "transactions")["parent_state"]["payouts"]["payouts_read"] == {
+        "C": "2024-02-10T06:00:00Z",
+        "B": "2024-02-09T06:00:00Z",
+    }
+
+
+def test_a_payout_the_lookback_brings_back_is_read_once_across_three_syncs(requests_mock):
+    payouts = [rb.payout("A", "2024-02-09T06:00:00Z")]
+    transactions = {"A": _rows("A", 2)}
+    klarna = _account(requests_mock, payouts, transactions)
+    first = read_streams(ConfigBuilder().build(), STREAMS)
+    payouts.append(rb.payout("B", "2024-02-10T06:00:00Z"))
+    transactions["B"] = _rows("B", 2)
+    second = read_streams(ConfigBuilder().build(), STREAMS, state=_state(first))
+    third = read_streams(ConfigBuilder().build(), STREAMS, state=_state(second))
+
+    read = [query_of(u)["payment_reference"] for u in klarna.urls("/transactions")]
+    assert sorted(read) == ["A", "B"]
+    assert [r["payment_reference"] for r in records_of(third, "transactions")] == []
+    assert final_state(third, "transactions")["parent_state"]["payouts"]["payouts_read"] == {
+        "A": "2024-02-09T06:00:00Z",
+        "B": "2024-02-10T06:00:00Z",
+    }
 
 
 def _state(output):
