@@ -96,3 +96,11 @@ def test_offset_pagination_uses_the_offset_asked_for_and_klarnas_count(paginatio
     response = _response(200, {"payouts": [], "pagination": pagination})
 
     assert strategy.next_page_token(response, pagination["count"], None, asked) == expected
+
+
+def test_offset_pagination_without_klarnas_count_counts_the_rows_on_the_page_not_those_filtered_through():
+    strategy = KlarnaOffsetPagination(config={}, parameters={}, page_size=500)
+    response = _response(200, {"payouts": [{"payment_reference": str(i)} for i in range(500)], "pagination": {"total": 1200}})
+
+    # A record filter let 3 of the 500 rows through; the next page still starts 500 further on.
+    assert strategy.next_page_token(response, 3, None, 500) == 1000
