@@ -9,7 +9,7 @@ from typing import Any, Iterator, List, Mapping, Optional
 from airbyte_cdk.models import AirbyteMessage, AirbyteStateMessage, ConfiguredAirbyteCatalog
 from airbyte_cdk.sources.declarative.yaml_declarative_source import YamlDeclarativeSource
 
-from source_klarna.components import parents_first
+from source_klarna.components import observe_each_cursor_value_once, parents_first
 
 
 def manifest_path() -> Path:
@@ -28,6 +28,11 @@ class SourceKlarna(YamlDeclarativeSource):
         state: Optional[List[AirbyteStateMessage]] = None,
     ) -> None:
         super().__init__(path_to_yaml=str(manifest_path()), catalog=catalog, config=config, state=state)
+
+    def streams(self, config: Mapping[str, Any]) -> List[Any]:
+        streams = super().streams(config)
+        observe_each_cursor_value_once(streams)
+        return streams
 
     def read(
         self,

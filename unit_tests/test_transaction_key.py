@@ -107,6 +107,15 @@ def test_counter_keeps_concurrent_partitions_apart():
     assert all(results[i] == list(range(200)) for i in range(8))
 
 
+def test_counter_keeps_partitions_apart_when_one_thread_alternates_between_them():
+    counter = OccurrenceCounter(capacity=64)
+    a, b = _slice("A"), _slice("B")
+
+    seen = [counter.next_occurrence(p, "same") for p in (a, a, b, a, b, b, a)]
+
+    assert seen == [0, 1, 0, 2, 1, 2, 3]
+
+
 def test_counter_memory_is_bounded():
     counter = OccurrenceCounter(capacity=16)
     for i in range(1000):
