@@ -46,7 +46,21 @@ from runner import ReadResult, run_json_command, run_read  # noqa: E402
 
 ALL_SCENARIOS = ("full", "incremental", "cpu", "million", "baseline")
 DEFAULT_SCENARIOS = "full,incremental,cpu,baseline"
-CONNECTOR_DEFAULT_CONCURRENCY = 8
+
+
+def connector_default_concurrency(fallback: int = 12) -> int:
+    """The `concurrency` default of the manifest the bench's interpreter has installed (the spec's)."""
+    try:
+        import yaml
+        from source_klarna.source import manifest_path
+
+        spec = yaml.safe_load(manifest_path().read_text())["spec"]["connection_specification"]
+        return int(spec["properties"]["concurrency"]["default"])
+    except Exception:  # the bench can also run where the package is not importable
+        return fallback
+
+
+CONNECTOR_DEFAULT_CONCURRENCY = connector_default_concurrency()
 STREAMS = ("payouts", "transactions", "payout_summaries")
 SHORT = {"payouts": "p", "transactions": "t", "payout_summaries": "s"}
 
@@ -707,9 +721,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--transactions-per-payout", type=int, default=250)
     p.add_argument("--latency-ms", type=int, default=150, help="emulator latency of full/incremental (default 150)")
     p.add_argument("--concurrency-levels", default=f"1,{CONNECTOR_DEFAULT_CONCURRENCY}",
-                   help="levels of the full and cpu scenarios (default 1,8)")
+                   help=f"levels of the full and cpu scenarios (default 1,{CONNECTOR_DEFAULT_CONCURRENCY})")
     p.add_argument("--default-concurrency", type=int, default=CONNECTOR_DEFAULT_CONCURRENCY,
-                   help="level of the incremental and million scenarios and of the targets (the connector's default, 8)")
+                   help=f"level of the incremental and million scenarios and of the targets (the connector's default, {CONNECTOR_DEFAULT_CONCURRENCY})")
     p.add_argument("--cpu-payouts", type=int, default=400, help="payouts of the 0 ms scenario (default 400: 100k rows)")
     p.add_argument("--million-payouts", type=int, default=4000)
     p.add_argument("--million-latency-ms", type=int, default=0)

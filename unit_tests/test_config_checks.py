@@ -62,3 +62,18 @@ def test_validate_config_raises_a_config_error():
 
     assert raised.value.failure_type.value == "config_error"
     assert "mars" in raised.value.message
+
+
+def test_the_concurrency_the_spec_shows_as_default_is_the_one_the_connector_uses():
+    import re
+
+    import yaml
+
+    from source_klarna.source import manifest_path
+
+    manifest = yaml.safe_load(manifest_path().read_text())
+    spec_default = manifest["spec"]["connection_specification"]["properties"]["concurrency"]["default"]
+    fallback = re.fullmatch(r"\{\{ config\.get\('concurrency'\) or (\d+) \}\}", manifest["concurrency_level"]["default_concurrency"])
+
+    assert fallback and int(fallback.group(1)) == spec_default
+    assert spec_default <= manifest["concurrency_level"]["max_concurrency"]
