@@ -148,20 +148,27 @@ def persistent_fault(name):
     return scenario
 
 
+def _read_with_one_payout_failing(emulator, victim, correlation_id, state=None):
+    """An incremental read of payouts and transactions in which the victim payout's transactions
+    answer 503 every time (through a proxy), with the backoff shrunk so the retries end in seconds."""
+    body = b'{"error_code":"SERVICE_UNAVAILABLE","error_messages":["down"],"correlation_id":"' + correlation_id.encode() + b'"}'
+
+    def fail_the_victim(path, query):
+        if path == TRANSACTIONS_PATH and query.get("payment_reference") == victim:
+            return 503, {"Content-Type": "application/json"}, body
+        return None
+
+    with InterceptingProxy(emulator.url, on_request=fail_the_victim) as proxy:
+        config = emulator.config(start_date=START_DATE, base_url_override=proxy.url)
+        failed = _read(config, ["payouts", "transactions"], "incremental", state=state, manifest=fast_backoff_manifest())
+    assert not proxy.hook_errors, proxy.hook_errors
+    return failed
+
+
 def one_payout_keeps_failing():
     with KlarnaEmulator(spec=SMALL_SPEC, password=EMULATOR_PASSWORD) as emulator:
         victim = emulator.dataset.payouts()[len(emulator.dataset.payouts()) // 2]["payment_reference"]
-        body = b'{"error_code":"SERVICE_UNAVAILABLE","error_messages":["down"],"correlation_id":"corr-victim-1"}'
-
-        def fail_the_victim(path, query):
-            if path == TRANSACTIONS_PATH and query.get("payment_reference") == victim:
-                return 503, {"Content-Type": "application/json"}, body
-            return None
-
-        with InterceptingProxy(emulator.url, on_request=fail_the_victim) as proxy:
-            config = emulator.config(start_date=START_DATE, base_url_override=proxy.url)
-            failed = _read(config, ["payouts", "transactions"], "incremental", manifest=fast_backoff_manifest())
-        assert not proxy.hook_errors, proxy.hook_errors
+        failed = _read_with_one_payout_failing(emulator, victim, "corr-victim-1")
         # The platform retries with the state the failed attempt emitted.
         retried = _read(emulator.config(start_date=START_DATE), ["payouts", "transactions"], "incremental", state=failed.final_state())
         return SimpleNamespace(emulator=emulator, victim=victim, failed=failed, retried=retried)
@@ -178,17 +185,7 @@ def new_payout_keeps_failing_in_an_incremental_sync():
         _assert_succeeded(first)
         added = emulator.grow(new_payouts=3, late_payouts=1)
         victim = added[1]
-        body = b'{"error_code":"SERVICE_UNAVAILABLE","error_messages":["down"],"correlation_id":"corr-victim-2"}'
-
-        def fail_the_victim(path, query):
-            if path == TRANSACTIONS_PATH and query.get("payment_reference") == victim:
-                return 503, {"Content-Type": "application/json"}, body
-            return None
-
-        with InterceptingProxy(emulator.url, on_request=fail_the_victim) as proxy:
-            proxied = emulator.config(start_date=START_DATE, base_url_override=proxy.url)
-            failed = _read(proxied, ["payouts", "transactions"], "incremental", state=first.final_state(), manifest=fast_backoff_manifest())
-        assert not proxy.hook_errors, proxy.hook_errors
+        failed = _read_with_one_payout_failing(emulator, victim, "corr-victim-2", state=first.final_state())
         kept = {s["stream"]["stream_descriptor"]["name"]: s for s in first.final_state() + failed.final_state()}
         emulator.reset_requests()
         retried = _read(config, ["payouts", "transactions"], "incremental", state=list(kept.values()))
