@@ -11,6 +11,7 @@ import orjson
 from airbyte_cdk.entrypoint import PRINT_BUFFER, AirbyteEntrypoint
 from airbyte_cdk.models import (
     AirbyteConnectionStatus,
+    FailureType,
     AirbyteMessage,
     AirbyteMessageSerializer,
     Status,
@@ -20,6 +21,7 @@ from airbyte_cdk.utils.airbyte_secrets_utils import add_to_secrets, update_secre
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from source_klarna.config_checks import validate_config
+from source_klarna.credentials_probe import rejected_credentials_message
 from source_klarna.source import SourceKlarna
 
 
@@ -107,4 +109,8 @@ def run(args: Optional[List[str]] = None) -> None:
         config=config,
         state=SourceKlarna.read_state(state_path) if state_path else None,
     )
+    if command == "read" and config is not None:
+        rejected = rejected_credentials_message(source.resolved_manifest, config)
+        if rejected:
+            _config_error_exit(command, AirbyteTracedException(message=rejected, internal_message=rejected, failure_type=FailureType.config_error))
     launch(source, args)
