@@ -22,9 +22,9 @@ import airbyte_cdk.sources.declarative.models.declarative_component_schema as mo
 from airbyte_cdk.sources.declarative.models.declarative_component_schema import DatetimeBasedCursor as DatetimeBasedCursorModel
 from airbyte_cdk.sources.declarative.parsers.model_to_component_factory import ModelToComponentFactory
 from airbyte_cdk.sources.declarative.requesters.paginators.strategies.pagination_strategy import PaginationStrategy
-from airbyte_cdk.sources.types import StreamSlice
 from source_klarna.components import TRANSACTION_KEY_FIELDS, TransactionKeyAndPayout, transaction_fingerprint
 from source_klarna.source import SourceKlarna, manifest_path
+from unit_tests.keying import keyed, payout_slice
 
 MANIFEST = yaml.safe_load(manifest_path().read_text())
 STRATEGY = MANIFEST["definitions"]["paginator"]["pagination_strategy"]
@@ -271,19 +271,6 @@ payout_rows = st.lists(base_rows, min_size=1, max_size=6).flatmap(
 )
 
 
-def _slice(ref: str) -> StreamSlice:
-    return StreamSlice(partition={"payment_reference": ref, "parent_slice": {}}, cursor_slice={}, extra_fields={"payout_date": "2024-02-01T06:00:00Z"})
-
-
-def _keyed(rows: List[Dict[str, Any]], ref: str = "P1", transformation: Optional[TransactionKeyAndPayout] = None, stream_slice=None):
-    transformation = transformation or TransactionKeyAndPayout(parameters={})
-    stream_slice = stream_slice or _slice(ref)
-    out = []
-    for row in rows:
-        record = copy.deepcopy(row)
-        transformation.transform(record, config={}, stream_slice=stream_slice)
-        out.append(record)
-    return out
 
 
 def _content(record: Mapping[str, Any]) -> str:
@@ -294,10 +281,10 @@ def _content(record: Mapping[str, Any]) -> str:
 @settings(max_examples=150, deadline=None)
 @given(rows=payout_rows, order=st.randoms(use_true_random=False))
 def test_keys_are_unique_well_formed_and_map_to_the_same_content_in_any_row_order(rows, order):
-    first = _keyed(rows)
+    first = keyed(rows)
     shuffled_rows = list(rows)
     order.shuffle(shuffled_rows)
-    second = _keyed(shuffled_rows)
+    second = keyed(shuffled_rows)
 
     keys = [r["transaction_key"] for r in first]
     assert len(set(keys)) == len(rows)
@@ -318,12 +305,12 @@ def test_keys_are_unique_well_formed_and_map_to_the_same_content_in_any_row_orde
 @settings(max_examples=100, deadline=None)
 @given(rows=payout_rows, extra=st.dictionaries(st.text(min_size=1, max_size=10).filter(lambda k: k not in TRANSACTION_KEY_FIELDS), klarna_values, max_size=3))
 def test_fields_klarna_adds_later_and_null_versus_absent_do_not_change_keys(rows, extra):
-    plain = [r["transaction_key"] for r in _keyed(rows)]
+    plain = [r["transaction_key"] for r in keyed(rows)]
     widened = [dict(row, **extra) for row in rows]
     nulled = [{**row, **{name: None for name in TRANSACTION_KEY_FIELDS if name not in row and name != "payment_reference"}} for row in rows]
 
-    assert [r["transaction_key"] for r in _keyed(widened)] == plain
-    assert [r["transaction_key"] for r in _keyed(nulled)] == plain
+    assert [r["transaction_key"] for r in keyed(widened)] == plain
+    assert [r["transaction_key"] for r in keyed(nulled)] == plain
 
 
 @settings(max_examples=150, deadline=None)
@@ -331,8 +318,8 @@ def test_fields_klarna_adds_later_and_null_versus_absent_do_not_change_keys(rows
 def test_any_change_of_a_klarna_field_changes_the_key(row, field, value):
     assume(row.get(field) != value)
 
-    (before,) = _keyed([row])
-    (after,) = _keyed([dict(row, **{field: value})])
+    (before,) = keyed([row])
+    (after,) = keyed([dict(row, **{field: value})])
 
     assert before["transaction_key"] != after["transaction_key"]
 
@@ -345,12 +332,12 @@ def test_any_change_of_a_klarna_field_changes_the_key(row, field, value):
 )
 def test_keys_do_not_depend_on_how_concurrent_partitions_interleave_or_on_a_reread(payouts, schedule, reread):
     # Alone: each payout read by its own transformation.
-    alone = {f"P{i}": [r["transaction_key"] for r in _keyed(rows, f"P{i}")] for i, rows in enumerate(payouts)}
+    alone = {f"P{i}": [r["transaction_key"] for r in keyed(rows, payout_slice(f"P{i}"))] for i, rows in enumerate(payouts)}
 
     # Together: one transformation (as in a sync), pages of different payouts interleaved as the
     # concurrent workers deliver them, and optionally the same payout read twice.
     transformation = TransactionKeyAndPayout(parameters={})
-    slices = {f"P{i}": _slice(f"P{i}") for i in range(len(payouts))}
+    slices = {f"P{i}": payout_slice(f"P{i}") for i in range(len(payouts))}
     cursors = {ref: 0 for ref in slices}
     together: Dict[str, List[str]] = {ref: [] for ref in slices}
     pending = [ref for ref in slices]
@@ -359,7 +346,7 @@ def test_keys_do_not_depend_on_how_concurrent_partitions_interleave_or_on_a_rere
         ref = pending[next(steps, 0) % len(pending)]
         rows = payouts[int(ref[1:])]
         if cursors[ref] < len(rows):
-            (record,) = _keyed([rows[cursors[ref]]], ref, transformation, slices[ref])
+            (record,) = keyed([rows[cursors[ref]]], slices[ref], transformation)
             together[ref].append(record["transaction_key"])
             cursors[ref] += 1
         if cursors[ref] >= len(rows):
@@ -367,5 +354,5 @@ def test_keys_do_not_depend_on_how_concurrent_partitions_interleave_or_on_a_rere
     assert together == alone
 
     if reread:
-        again = {ref: [r["transaction_key"] for r in _keyed(payouts[int(ref[1:])], ref, transformation, _slice(ref))] for ref in slices}
+        again = {ref: [r["transaction_key"] for r in keyed(payouts[int(ref[1:])], payout_slice(ref), transformation)] for ref in slices}
         assert again == alone

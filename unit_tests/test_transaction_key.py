@@ -8,7 +8,6 @@ import threading
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from airbyte_cdk.sources.types import StreamSlice
 from source_klarna.components import (
     TRANSACTION_KEY_FIELDS,
     OccurrenceCounter,
@@ -16,28 +15,16 @@ from source_klarna.components import (
     transaction_fingerprint,
 )
 from unit_tests.integration import response_builder as rb
+from unit_tests.keying import keyed, payout_slice
 
 
-def _slice(ref: str = "P1", payout_date: str = "2024-02-01T06:00:00Z") -> StreamSlice:
-    return StreamSlice(partition={"payment_reference": ref, "parent_slice": {}}, cursor_slice={}, extra_fields={"payout_date": payout_date})
-
-
-def _keys(rows, stream_slice=None, transformation=None):
-    transformation = transformation or TransactionKeyAndPayout(parameters={})
-    stream_slice = stream_slice or _slice()
-    out = []
-    for row in rows:
-        record = copy.deepcopy(row)
-        transformation.transform(record, config={}, stream_slice=stream_slice)
-        out.append(record)
-    return out
 
 
 def test_adds_payout_date_and_payment_reference_from_the_partition():
     row = rb.transaction("P1")
     del row["payment_reference"]
 
-    (record,) = _keys([row])
+    (record,) = keyed([row])
 
     assert record["payout_date"] == "2024-02-01T06:00:00Z"
     assert record["payment_reference"] == "P1"
@@ -46,7 +33,7 @@ def test_adds_payout_date_and_payment_reference_from_the_partition():
 
 def test_identical_rows_are_numbered_by_occurrence():
     fee = rb.transaction("P1", type="FEE", amount=99)
-    records = _keys([fee, copy.deepcopy(fee), rb.transaction("P1"), copy.deepcopy(fee)])
+    records = keyed([fee, copy.deepcopy(fee), rb.transaction("P1"), copy.deepcopy(fee)])
 
     suffixes = [r["transaction_key"].rsplit(":", 1)[1] for r in records]
     assert suffixes == ["0", "1", "0", "2"]
@@ -58,9 +45,9 @@ def test_a_second_read_of_the_same_payout_repeats_the_keys():
     rows = [fee, copy.deepcopy(fee)]
     transformation = TransactionKeyAndPayout(parameters={})
 
-    first = [r["transaction_key"] for r in _keys(rows, _slice(), transformation)]
+    first = [r["transaction_key"] for r in keyed(rows, payout_slice(), transformation)]
     # A new partition object for the same payout (a re-read in the same sync) starts counting anew.
-    second = [r["transaction_key"] for r in _keys(rows, _slice(), transformation)]
+    second = [r["transaction_key"] for r in keyed(rows, payout_slice(), transformation)]
 
     assert first == second
 
@@ -91,7 +78,7 @@ def test_absent_and_null_fields_hash_alike():
 
 def test_counter_keeps_concurrent_partitions_apart():
     counter = OccurrenceCounter(capacity=64)
-    slices = [_slice(f"P{i}") for i in range(8)]
+    slices = [payout_slice(f"P{i}") for i in range(8)]
     results = {i: [] for i in range(8)}
 
     def work(i):
@@ -109,7 +96,7 @@ def test_counter_keeps_concurrent_partitions_apart():
 
 def test_counter_keeps_partitions_apart_when_one_thread_alternates_between_them():
     counter = OccurrenceCounter(capacity=64)
-    a, b = _slice("A"), _slice("B")
+    a, b = payout_slice("A"), payout_slice("B")
 
     seen = [counter.next_occurrence(p, "same") for p in (a, a, b, a, b, b, a)]
 
@@ -119,7 +106,7 @@ def test_counter_keeps_partitions_apart_when_one_thread_alternates_between_them(
 def test_counter_memory_is_bounded():
     counter = OccurrenceCounter(capacity=16)
     for i in range(1000):
-        counter.next_occurrence(_slice(f"P{i}"), "x")
+        counter.next_occurrence(payout_slice(f"P{i}"), "x")
 
     assert len(counter._counts) == 16
 
@@ -137,10 +124,10 @@ row_strategy = st.fixed_dictionaries(
 @settings(max_examples=200, deadline=None)
 @given(rows=st.lists(row_strategy, max_size=40), seed=st.randoms())
 def test_keys_are_unique_within_a_payout_and_independent_of_row_order(rows, seed):
-    keys = [r["transaction_key"] for r in _keys(rows)]
+    keys = [r["transaction_key"] for r in keyed(rows)]
     shuffled = list(rows)
     seed.shuffle(shuffled)
-    shuffled_keys = [r["transaction_key"] for r in _keys(shuffled)]
+    shuffled_keys = [r["transaction_key"] for r in keyed(shuffled)]
 
     assert len(set(keys)) == len(rows)
     assert set(keys) == set(shuffled_keys)
