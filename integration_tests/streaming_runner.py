@@ -313,6 +313,10 @@ class InterceptingProxy:
 # --------------------------------------------------------------------------- exactness checks
 
 SETTLEMENT_STREAMS = ("payouts", "transactions", "payout_summaries")
+# The Settlements API paths the fault and moving-data tests intercept and name in their assertions.
+PAYOUTS_PATH = "/settlements/v1/payouts"
+TRANSACTIONS_PATH = "/settlements/v1/transactions"
+SUMMARY_PATH = "/settlements/v1/payouts/summary"
 
 
 def days_ago(days: float) -> str:

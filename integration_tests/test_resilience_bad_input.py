@@ -23,6 +23,9 @@ from connector_runner import configured_catalog
 from klarna_emulator import DatasetSpec, KlarnaEmulator
 from source_klarna.components import transaction_fingerprint
 from streaming_runner import (
+    PAYOUTS_PATH,
+    SUMMARY_PATH,
+    TRANSACTIONS_PATH,
     InterceptingProxy,
     assert_clean_run,
     assert_no_secret,
@@ -38,9 +41,6 @@ from streaming_runner import (
 # Two pages of transactions per payout, so `offset` and `total` matter.
 SPEC = DatasetSpec(seed=51, payouts=3, transactions_per_payout=510, first_payout_date=first_of_month(1, day=3))
 START_DATE = first_of_month(2)
-PAYOUTS_PATH = "/settlements/v1/payouts"
-TRANSACTIONS_PATH = "/settlements/v1/transactions"
-SUMMARY_PATH = "/settlements/v1/payouts/summary"
 SETTLEMENTS = ["payouts", "transactions"]
 
 

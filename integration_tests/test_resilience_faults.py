@@ -21,6 +21,8 @@ from conftest import EMULATOR_PASSWORD
 from connector_runner import configured_catalog
 from klarna_emulator import DatasetSpec, KlarnaEmulator
 from streaming_runner import (
+    PAYOUTS_PATH,
+    TRANSACTIONS_PATH,
     InterceptingProxy,
     SETTLEMENT_STREAMS,
     assert_clean_run,
@@ -48,8 +50,6 @@ SMALL_SPEC = DatasetSpec(seed=24, payouts=12, transactions_per_payout=40, first_
 MIXED_FAULTS = dict(error_5xx=0.10, slow_seconds=2)
 # ...and every other kind at least once, at requests made while transaction pages are in flight.
 EVERY_KIND_ONCE = {14: "connection_reset", 17: "truncated_body", 20: "invalid_json", 23: "error_500", 26: "error_503", 29: "slow"}
-PAYOUTS_PATH = "/settlements/v1/payouts"
-TRANSACTIONS_PATH = "/settlements/v1/transactions"
 
 
 def _read(config, streams=SETTLEMENT_STREAMS, mode="full_refresh", state=None, timeout=150, **kwargs):
