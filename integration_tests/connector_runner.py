@@ -14,7 +14,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 EXECUTABLE = Path(sys.executable).with_name("source-klarna")
 
@@ -104,6 +104,27 @@ def protocol_arguments(
     return arguments
 
 
+def run_in_own_session(command: List[str], timeout: float, **popen: Any) -> Tuple[int, str, str]:
+    """Runs `command` in a session of its own and returns (exit code, stdout, stderr). On timeout the
+    whole session is killed and the test fails with the command and its last output; whatever the
+    command left running (an emulator the demo started, say) is killed on the way out."""
+    process = subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **popen
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate(timeout=30)
+        raise AssertionError(f"{' '.join(command)} did not finish within {timeout}s; last output:\nstdout:\n{stdout[-2000:]}\nstderr:\n{stderr[-2000:]}")
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return process.returncode, stdout, stderr
+
+
 def run_connector(
     verb: str,
     config: Optional[Mapping[str, Any]] = None,
@@ -115,21 +136,7 @@ def run_connector(
 ) -> ConnectorRun:
     with tempfile.TemporaryDirectory(prefix="source-klarna-run-") as tmp:
         command = [str(EXECUTABLE), verb, *protocol_arguments(tmp, config, catalog, state), *extra_args]
-        process = subprocess.Popen(
-            command,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            env={**os.environ, **(env or {})},
-            start_new_session=True,
-        )
-        try:
-            stdout, stderr = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            stdout, stderr = process.communicate(timeout=30)
-            raise AssertionError(f"{' '.join(command)} did not finish within {timeout}s; last output: {stdout[-2000:]} {stderr[-2000:]}")
+        exit_code, stdout, stderr = run_in_own_session(command, timeout, env={**os.environ, **(env or {})})
     lines = stdout.splitlines()
     messages = []
     for line in lines:
@@ -137,4 +144,4 @@ def run_connector(
             messages.append(json.loads(line))
         except json.JSONDecodeError:
             messages.append({"type": "NOT_JSON", "line": line})
-    return ConnectorRun(command=command, exit_code=process.returncode, stdout_lines=lines, stderr=stderr, messages=messages)
+    return ConnectorRun(command=command, exit_code=exit_code, stdout_lines=lines, stderr=stderr, messages=messages)

@@ -13,8 +13,6 @@ import importlib.util
 import json
 import os
 import re
-import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -23,6 +21,7 @@ import pytest
 
 duckdb = pytest.importorskip("duckdb", reason="the demo's extra (PyAirbyte, DuckDB) is not installed")
 
+from connector_runner import run_in_own_session  # noqa: E402
 from klarna_emulator import Dataset, DatasetSpec  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,28 +42,7 @@ def run_demo_process(db: Path, *args: str) -> Tuple[int, str, str]:
     is killed on the way out, also when the run times out."""
     env = {k: v for k, v in os.environ.items() if k != "KLARNA_CONFIG"}
     env["PYTHONUNBUFFERED"] = "1"
-    process = subprocess.Popen(
-        [sys.executable, str(DEMO), "--db", str(db), *args],
-        cwd=str(db.parent),
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        out, err = process.communicate(timeout=DEMO_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        out, err = process.communicate(timeout=30)
-        pytest.fail(f"the demo did not finish within {DEMO_TIMEOUT_S} s\nstdout:\n{out}\nstderr:\n{err}")
-    finally:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-    return process.returncode, out, err
+    return run_in_own_session([sys.executable, str(DEMO), "--db", str(db), *args], DEMO_TIMEOUT_S, cwd=str(db.parent), env=env)
 
 
 def new_rows(stdout: str) -> Dict[str, int]:
