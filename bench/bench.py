@@ -406,29 +406,24 @@ class Bench:
 
     def scenario_full(self, with_ours: bool, with_baseline: bool) -> None:
         a = self.args
-        self.log(f"full: {a.payouts} payouts x {a.transactions_per_payout} transactions, {a.latency_ms} ms latency")
-        with self.emulator(a.payouts, a.latency_ms) as emulator:
-            expected = self.expected_for(emulator)
-            if with_ours:
-                for level in a.concurrency_levels:
-                    run = self.ours("full", f"full c={level} @{a.latency_ms}ms", emulator, a.payouts, level)
-                    run.expected = expected
-                    check_counts(run)
-            if with_baseline:
-                self.baseline("full", emulator, a.payouts)
+        self._levels_then_baseline("full", a.payouts, a.latency_ms, with_ours, with_baseline)
 
     def scenario_cpu(self, with_ours: bool, with_baseline: bool) -> None:
+        self._levels_then_baseline("cpu", self.args.cpu_payouts, 0, with_ours, with_baseline)
+
+    def _levels_then_baseline(self, scenario: str, payouts: int, latency_ms: int, with_ours: bool, with_baseline: bool) -> None:
+        """One emulator: source-klarna at every --concurrency-levels level, then the baseline."""
         a = self.args
-        self.log(f"cpu: {a.cpu_payouts} payouts x {a.transactions_per_payout} transactions, 0 ms latency")
-        with self.emulator(a.cpu_payouts, 0) as emulator:
+        self.log(f"{scenario}: {payouts} payouts x {a.transactions_per_payout} transactions, {latency_ms} ms latency")
+        with self.emulator(payouts, latency_ms) as emulator:
             expected = self.expected_for(emulator)
             if with_ours:
                 for level in a.concurrency_levels:
-                    run = self.ours("cpu", f"cpu c={level} @0ms", emulator, a.cpu_payouts, level)
+                    run = self.ours(scenario, f"{scenario} c={level} @{latency_ms}ms", emulator, payouts, level)
                     run.expected = expected
                     check_counts(run)
             if with_baseline:
-                self.baseline("cpu", emulator, a.cpu_payouts)
+                self.baseline(scenario, emulator, payouts)
 
     def scenario_incremental(self) -> None:
         a = self.args
