@@ -7,7 +7,7 @@ export AIRBYTE_OFFLINE_MODE := 1
 export DO_NOT_TRACK := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-SOURCES := pyproject.toml manifest.yaml README.md $(wildcard source_klarna/*.py)
+SOURCES := pyproject.toml manifest.yaml README.md $(wildcard source_klarna/*.py) emulator/pyproject.toml
 
 .PHONY: install test unit integration demo bench wheel clean
 
@@ -17,6 +17,8 @@ $(BIN)/.installed: $(SOURCES)
 	rm -rf dist && $(BIN)/python -m build --wheel --outdir dist . > /dev/null
 	$(BIN)/python -m pip install -q --force-reinstall --no-deps dist/*.whl
 	$(BIN)/python -m pip install -q "$$(ls dist/*.whl)[dev,demo]"
+	# The emulator is a distribution of its own (emulator/), for the tests, the demo and the bench.
+	$(BIN)/python -m pip install -q --no-deps -e ./emulator
 	touch $@
 
 install: $(BIN)/.installed

@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Speed and memory figures of the installed `source-klarna` connector (a report, not a test).
 
-Each scenario starts the Klarna emulator (integration_tests/klarna_emulator) as a subprocess with a
+Each scenario starts the Klarna emulator (the `klarna_emulator` package, emulator/) as a subprocess with a
 chosen size and latency, runs `source-klarna read` (the console script next to sys.executable) as a
 child process, parses its stdout as it streams, and prints per run: wall time, CPU time (user+sys of
 the connector process), records and records/s, requests made and 429s received (the emulator's request
 log), and the connector's peak RSS (ru_maxrss from os.wait4). The end of the report checks the figures
-against issue 5's targets (PASS/FAIL); the exit code is 0 unless --strict is given and a target fails.
+against the targets in bench/README_bench.md (PASS/FAIL); the exit code is 0 unless --strict is given and a target fails.
 
 Scenarios (--scenarios, comma separated):
   full         PAYOUTS x TPP at --latency-ms, a full sync at every --concurrency-levels level
@@ -38,8 +38,6 @@ from typing import Any, Dict, List, Optional, Tuple
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(REPO / "integration_tests"))
 
 import baseline as baseline_mod  # noqa: E402
 from runner import ReadResult, run_json_command, run_read  # noqa: E402

@@ -36,8 +36,6 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(1, str(REPO / "integration_tests"))
 
 import duckdb  # noqa: E402
 

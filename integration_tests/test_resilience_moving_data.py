@@ -4,7 +4,7 @@ must not make it skip rows (offset pagination over a moving list is the classic 
 The emulator serves a window's payouts newest first, 500 a page, and a window here holds 550. To move
 the list at an exact point, an intercepting proxy between the connector and the emulator grows the
 emulator's data right before it forwards the connector's second request for payouts: the window's
-page 2 (the emulator has no knob for "grow before request n"; see the report).
+page 2 (the emulator has no knob for "grow before request n").
 
 Each scenario has its own emulator; they run side by side in one module fixture and each test checks
 one scenario's outcome.

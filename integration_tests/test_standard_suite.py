@@ -15,7 +15,7 @@ the configs the YAML names into integration_tests/acceptance/generated/ (ignored
 deletes them when the session ends.
 
 The data is a pure function of `ACCEPTANCE_SPEC`, so the expected records are a file in git. To
-rewrite it after a deliberate change: `PYTHONPATH=integration_tests python
+rewrite it after a deliberate change: `PYTHONPATH=integration_tests .venv/bin/python
 integration_tests/test_standard_suite.py` (then review the diff; `test_expected_records_file_
 is_the_emulators_dataset` checks it against the emulator's dataset independently of the connector).
 """

@@ -1,6 +1,6 @@
 """Turn Klarna's OpenAPI component schemas into Airbyte stream JSON schemas.
 
-Used two ways: `python scripts/openapi_schemas.py` prints the YAML for the manifest's `schemas`
+Used two ways: `python -m scripts.openapi_schemas` (from the repository root) prints the YAML for the manifest's `schemas`
 section (a starting point when Klarna publishes a new field), and the unit tests import
 `airbyte_schema` to prove the manifest's inline schemas still cover the OpenAPI files.
 """
@@ -13,9 +13,7 @@ from typing import Any, Mapping
 
 import yaml
 
-REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference"
-SETTLEMENTS_OPENAPI = REFERENCE_DIR / "klarna-settlements-api.openapi.yml"
-ORDER_MANAGEMENT_OPENAPI = REFERENCE_DIR / "klarna-order-management-api.openapi.yml"
+from reference import ORDER_MANAGEMENT_OPENAPI, SETTLEMENTS_OPENAPI
 
 
 def load_components(path: Path) -> Mapping[str, Any]:

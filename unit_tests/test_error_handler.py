@@ -9,7 +9,7 @@ import requests
 from airbyte_cdk.models import FailureType
 from airbyte_cdk.sources.streams.http.error_handlers.response_models import ResponseAction
 from source_klarna.components import KlarnaErrorHandler, KlarnaOffsetPagination, parsed_body
-from unit_tests.integration import response_builder as rb
+from unit_tests.mock_server import response_builder as rb
 
 URL = "https://api.klarna.com/settlements/v1/payouts?size=500"
 

@@ -8,7 +8,7 @@ import requests
 from airbyte_cdk.sources.declarative.decoders import JsonDecoder
 from airbyte_cdk.sources.declarative.extractors import DpathExtractor
 from source_klarna.components import KlarnaItemsExtractor
-from unit_tests.integration import response_builder as rb
+from unit_tests.mock_server import response_builder as rb
 
 
 def _response(body) -> requests.Response:

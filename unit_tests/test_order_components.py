@@ -23,7 +23,7 @@ from source_klarna.components import (
     is_cacheable_order_answer,
     parents_first,
 )
-from unit_tests.integration import response_builder as rb
+from unit_tests.mock_server import response_builder as rb
 
 PERSONAL = [["billing_address"], ["shipping_address"], ["customer"], ["captures", "*", "billing_address"], ["captures", "*", "shipping_address"]]
 

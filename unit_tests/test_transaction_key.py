@@ -14,7 +14,7 @@ from source_klarna.components import (
     TransactionKeyAndPayout,
     transaction_fingerprint,
 )
-from unit_tests.integration import response_builder as rb
+from unit_tests.mock_server import response_builder as rb
 from unit_tests.keying import keyed, payout_slice
 
 

@@ -1,7 +1,7 @@
 """UnreadPayoutsPartitionRouter: which payouts' transactions a sync reads, and what it remembers.
 
 The underlying SubstreamPartitionRouter is replaced by a stand-in that serves a fixed list of payout
-slices and a parent state; unit_tests/integration/test_transactions.py and
+slices and a parent state; unit_tests/mock_server/test_transactions.py and
 integration_tests/test_incremental.py run the real one."""
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ def _grow_step(value: str):
 
 def build_parser() -> argparse.ArgumentParser:
     d = DatasetSpec()
-    p = argparse.ArgumentParser(prog="python -m klarna_emulator", description=__doc__,
+    p = argparse.ArgumentParser(prog="klarna-emulator", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0 = a random free port (default)")
@@ -137,5 +137,10 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `klarna-emulator` console script."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

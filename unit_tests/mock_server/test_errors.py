@@ -7,11 +7,11 @@ from unittest import mock
 
 import pytest
 from airbyte_cdk.models import FailureType, SyncMode
-from unit_tests.integration import response_builder as rb
-from unit_tests.integration.config import PASSWORD, ConfigBuilder
-from unit_tests.integration.klarna_mock import KlarnaMock
-from unit_tests.integration.request_builder import KlarnaRequestBuilder
-from unit_tests.integration.reader import check_connection, everything_printed, read_streams, records_of
+from unit_tests.mock_server import response_builder as rb
+from unit_tests.mock_server.config import PASSWORD, ConfigBuilder
+from unit_tests.mock_server.klarna_mock import KlarnaMock
+from unit_tests.mock_server.request_builder import KlarnaRequestBuilder
+from unit_tests.mock_server.reader import check_connection, everything_printed, read_streams, records_of
 
 PAYOUTS = {"payouts": SyncMode.full_refresh}
 # A start date inside one 90-day window, so one window's requests are counted.

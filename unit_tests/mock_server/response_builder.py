@@ -6,17 +6,16 @@ import copy
 import functools
 import itertools
 import uuid
-from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional
 
 import yaml
 
-REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference"
+from reference import REFERENCE_DIR
 
 
 @functools.lru_cache(maxsize=None)
 def _components(filename: str) -> Mapping[str, Any]:
-    return yaml.safe_load((REFERENCE / filename).read_text())["components"]["schemas"]
+    return yaml.safe_load((REFERENCE_DIR / filename).read_text())["components"]["schemas"]
 
 
 def openapi_example(component: str, filename: str = "klarna-settlements-api.openapi.yml") -> Dict[str, Any]:

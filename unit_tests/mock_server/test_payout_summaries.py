@@ -7,10 +7,10 @@ import datetime as dt
 
 from airbyte_cdk.models import SyncMode
 
-from unit_tests.integration import response_builder as rb
-from unit_tests.integration.config import ConfigBuilder
-from unit_tests.integration.klarna_mock import KlarnaMock
-from unit_tests.integration.reader import final_state, read_streams, records_of, state_for
+from unit_tests.mock_server import response_builder as rb
+from unit_tests.mock_server.config import ConfigBuilder
+from unit_tests.mock_server.klarna_mock import KlarnaMock
+from unit_tests.mock_server.reader import final_state, read_streams, records_of, state_for
 
 STREAMS = {"payout_summaries": SyncMode.incremental}
 

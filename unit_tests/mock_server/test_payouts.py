@@ -7,11 +7,11 @@ import datetime as dt
 import pytest
 from airbyte_cdk.models import SyncMode
 
-from unit_tests.integration import response_builder as rb
-from unit_tests.integration.config import ConfigBuilder
-from unit_tests.integration.klarna_mock import KlarnaMock
-from unit_tests.integration.reader import final_state, read_streams, records_of, state_for
-from unit_tests.integration.request_builder import offset_of, query_of, size_of
+from unit_tests.mock_server import response_builder as rb
+from unit_tests.mock_server.config import ConfigBuilder
+from unit_tests.mock_server.klarna_mock import KlarnaMock
+from unit_tests.mock_server.reader import final_state, read_streams, records_of, state_for
+from unit_tests.mock_server.request_builder import offset_of, query_of, size_of
 
 FULL = {"payouts": SyncMode.full_refresh}
 INCREMENTAL = {"payouts": SyncMode.incremental}

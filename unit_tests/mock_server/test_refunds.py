@@ -7,10 +7,10 @@ from collections import Counter
 
 from airbyte_cdk.models import SyncMode
 
-from unit_tests.integration import response_builder as rb
-from unit_tests.integration.config import ConfigBuilder
-from unit_tests.integration.klarna_mock import serve_account
-from unit_tests.integration.reader import final_state, read_streams, records_of, state_for
+from unit_tests.mock_server import response_builder as rb
+from unit_tests.mock_server.config import ConfigBuilder
+from unit_tests.mock_server.klarna_mock import serve_account
+from unit_tests.mock_server.reader import final_state, read_streams, records_of, state_for
 
 REFUNDS = {"refunds": SyncMode.incremental}
 ALL = {"orders": SyncMode.full_refresh, "captures": SyncMode.full_refresh, "refunds": SyncMode.full_refresh}

@@ -7,11 +7,11 @@ import base64
 import pytest
 from airbyte_cdk.models import SyncMode
 
-from unit_tests.integration import response_builder as rb
-from unit_tests.integration.config import PASSWORD, ConfigBuilder
-from unit_tests.integration.klarna_mock import KlarnaMock
-from unit_tests.integration.reader import read_streams, records_of
-from unit_tests.integration.request_builder import HOSTS, KlarnaRequestBuilder
+from unit_tests.mock_server import response_builder as rb
+from unit_tests.mock_server.config import PASSWORD, ConfigBuilder
+from unit_tests.mock_server.klarna_mock import KlarnaMock
+from unit_tests.mock_server.reader import read_streams, records_of
+from unit_tests.mock_server.request_builder import HOSTS, KlarnaRequestBuilder
 
 
 @pytest.mark.parametrize("region, playground", sorted(HOSTS))

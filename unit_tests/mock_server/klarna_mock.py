@@ -5,8 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
 
-from unit_tests.integration import response_builder as rb
-from unit_tests.integration.request_builder import KlarnaRequestBuilder, order_id_of, query_of
+from unit_tests.mock_server import response_builder as rb
+from unit_tests.mock_server.request_builder import KlarnaRequestBuilder, order_id_of, query_of
 
 
 def _bare_date_means_midnight(value: str) -> str:

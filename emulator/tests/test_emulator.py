@@ -1,6 +1,6 @@
 """Tests of the Klarna API emulator itself (not of the connector).
 
-Run: cd /work/main && PYTHONPATH=integration_tests /work/venv/bin/pytest integration_tests/test_emulator.py -q
+Run from the repository root: `.venv/bin/pytest emulator/tests -q` (after `make install`).
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import yaml
 
 from klarna_emulator import Dataset, DatasetSpec, FaultConfig, KlarnaEmulator
 from klarna_emulator.dataset import TOTALS_BY_TYPE, format_datetime, parse_datetime
+from reference import ORDER_MANAGEMENT_OPENAPI, SETTLEMENTS_OPENAPI
 
 HERE = Path(__file__).resolve().parent
 PAYOUTS = "/settlements/v1/payouts"
@@ -53,15 +54,6 @@ MAIN_SPEC = DatasetSpec(purged_order_ratio=0.1)
 
 # --------------------------------------------------------------------------- OpenAPI schemas
 
-def _reference_dir() -> Path:
-    candidates = [os.environ.get("KLARNA_REFERENCE_DIR"), HERE.parent.parent / "shared" / "reference",
-                  Path("/work/shared/reference")]
-    for c in candidates:
-        if c and (Path(c) / "klarna-settlements-api.openapi.yml").is_file():
-            return Path(c)
-    pytest.fail(f"Klarna OpenAPI reference files not found in {candidates}")
-
-
 def _inline(node, schemas, strict_objects):
     """Resolve ``#/components/schemas/...`` refs inline; optionally forbid undocumented keys."""
     if isinstance(node, list):
@@ -88,10 +80,9 @@ def _inline(node, schemas, strict_objects):
 
 class Schemas:
     def __init__(self):
-        ref = _reference_dir()
-        with open(ref / "klarna-settlements-api.openapi.yml") as f:
+        with open(SETTLEMENTS_OPENAPI) as f:
             st = yaml.safe_load(f)["components"]["schemas"]
-        with open(ref / "klarna-order-management-api.openapi.yml") as f:
+        with open(ORDER_MANAGEMENT_OPENAPI) as f:
             om = yaml.safe_load(f)["components"]["schemas"]
         # Settlements schemas are used exactly as published (they carry additionalProperties: false).
         self.settlements = {n: _inline(s, st, False) for n, s in st.items()}
@@ -898,13 +889,12 @@ def test_emulator_exits_when_its_parent_goes_away():
 
 
 def test_sigint_exits_zero_and_cli_flags():
-    env = dict(os.environ, PYTHONPATH=str(HERE))
     cmd = [sys.executable, "-m", "klarna_emulator", "--host", "127.0.0.1", "--port", "0", "--seed", "1",
            "--payouts", "5", "--transactions-per-payout", "4", "--currencies", "EUR,SEK,USD",
            "--first-payout-date", "2024-01-01T00:00:00Z", "--username", "emulator", "--password",
            "emulator-secret", "--latency-ms", "0", "--rate-limit-rps", "0", "--purged-order-ratio", "0",
            "--no-retry-after", "--error-5xx", "0.1", "--fail-request", "1=error_503", "--grow", "2:1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         import selectors
         sel = selectors.DefaultSelector()
@@ -926,9 +916,8 @@ def test_sigint_exits_zero_and_cli_flags():
 
 
 def test_cli_rejects_bad_arguments():
-    env = dict(os.environ, PYTHONPATH=str(HERE))
     for bad in (["--payouts", "-1"], ["--error-5xx", "1.5"], ["--fail-request", "2=explode"], ["--currencies", ""]):
-        res = subprocess.run([sys.executable, "-m", "klarna_emulator", *bad], env=env, capture_output=True,
+        res = subprocess.run([sys.executable, "-m", "klarna_emulator", *bad], capture_output=True,
                              timeout=20)
         assert res.returncode == 2, (bad, res)
         assert res.stdout == b""

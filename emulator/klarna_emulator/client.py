@@ -26,8 +26,6 @@ from .faults import FaultConfig
 
 __all__ = ["KlarnaEmulator", "EmulatorStartError"]
 
-_PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 _KNOB_FLAGS = {
     "latency_ms": "--latency-ms",
     "rate_limit_rps": "--rate-limit-rps",
@@ -91,13 +89,12 @@ class KlarnaEmulator:
     def start(self) -> "KlarnaEmulator":
         if self.process is not None:
             raise RuntimeError("already started")
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_PARENT, env.get("PYTHONPATH")) if p)
-        env["PYTHONUNBUFFERED"] = "1"
+        # The emulator runs with this interpreter, in whose environment the package is installed.
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
         self._stderr = tempfile.TemporaryFile()
         # stdin is a pipe we never write to: if this process dies, the emulator sees EOF and exits.
         self.process = subprocess.Popen(self.command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=self._stderr, env=env, cwd=_PACKAGE_PARENT)
+                                        stderr=self._stderr, env=env)
         atexit.register(self.stop)
         lines: queue.Queue = queue.Queue()
 

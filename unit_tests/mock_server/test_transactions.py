@@ -6,11 +6,11 @@ import copy
 
 from airbyte_cdk.models import SyncMode
 
-from unit_tests.integration import response_builder as rb
-from unit_tests.integration.config import ConfigBuilder
-from unit_tests.integration.klarna_mock import KlarnaMock
-from unit_tests.integration.reader import final_state, read_streams, records_of
-from unit_tests.integration.request_builder import offset_of, query_of, size_of
+from unit_tests.mock_server import response_builder as rb
+from unit_tests.mock_server.config import ConfigBuilder
+from unit_tests.mock_server.klarna_mock import KlarnaMock
+from unit_tests.mock_server.reader import final_state, read_streams, records_of
+from unit_tests.mock_server.request_builder import offset_of, query_of, size_of
 
 STREAMS = {"transactions": SyncMode.incremental}
 FULL = {"transactions": SyncMode.full_refresh}
@@ -141,7 +141,7 @@ def test_a_state_without_the_list_of_read_payouts_reads_the_lookback_window_agai
         "lookback_window": 1,
         "parent_state": {"payouts": {"payout_date": "2024-02-10T06:00:00Z"}},
     }
-    from unit_tests.integration.reader import state_for
+    from unit_tests.mock_server.reader import state_for
 
     output = read_streams(ConfigBuilder().build(), STREAMS, state=state_for({"transactions": old_state}))
 
@@ -172,6 +172,6 @@ def test_a_payout_the_lookback_brings_back_is_read_once_across_three_syncs(reque
 
 
 def _state(output):
-    from unit_tests.integration.reader import state_for
+    from unit_tests.mock_server.reader import state_for
 
     return state_for({"transactions": final_state(output, "transactions")})
