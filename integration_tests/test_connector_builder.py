@@ -6,11 +6,11 @@ config holding the connector config plus `__injected_declarative_manifest` (mani
 `connector_builder.main.handle_request`, and checks the answer the Builder would show: its slices,
 pages (request URLs), records, state and logs, and that the password appears nowhere.
 
-The Builder treats the manifest as untrusted: a manifest with a custom component (our
-`TransactionKeyAndPayout`) is refused unless `AIRBYTE_ENABLE_UNSAFE_CODE=true`, for every stream. With
-it, the manifest as it is loads here because `source_klarna` is installed. A Builder that has only the
-CDK (Airbyte's) gets the component as pasted `components.py` text (`__injected_components_py`); what
-that takes is pinned by the last tests.
+The Builder loads two files, as Airbyte's does: manifest.yaml and components.py (sent as
+`__injected_components_py`, registered by the CDK as `source_declarative_manifest.components`, the
+module the manifest's `class_name`s name). It treats them as untrusted: a manifest with a custom
+component is refused unless `AIRBYTE_ENABLE_UNSAFE_CODE=true`, for every stream. The last tests run
+with `source_klarna` made unimportable, as in a Builder that has only the CDK.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import pytest
 import yaml
 
 from airbyte_cdk.connector_builder.main import handle_request
+from airbyte_cdk.sources.declarative.parsers.custom_code_compiler import AirbyteCustomCodeNotPermittedError
 from airbyte_cdk.utils.airbyte_secrets_utils import update_secrets
 from klarna_emulator import Dataset, DatasetSpec, KlarnaEmulator
 
@@ -41,7 +42,7 @@ EXPECTED_RECORDS = ROOT / "integration_tests" / "acceptance" / "expected_records
 PASSWORD = "Bldr-pw_8Kd!v3-never-print-me"
 USERNAME = "builder-user"
 START_DATE = "2026-03-01T00:00:00Z"  # emulator.config(): the day before the first payout
-COMPONENT = "source_klarna.components.TransactionKeyAndPayout"
+COMPONENT = "source_declarative_manifest.components.TransactionKeyAndPayout"
 STREAMS = ("payouts", "transactions", "payout_summaries")
 DATETIME = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -63,12 +64,9 @@ def unsafe_code_allowed(monkeypatch):
     monkeypatch.setenv("AIRBYTE_ENABLE_UNSAFE_CODE", "true")
 
 
-@pytest.fixture
-def only_the_cdk(monkeypatch):
-    """A Builder that has the CDK but not our package: `source_klarna` cannot be imported. The
-    components module the CDK registers from pasted code is removed afterwards."""
-    for name in ("source_klarna", "source_klarna.components"):
-        monkeypatch.setitem(sys.modules, name, None)  # `import` now raises ModuleNotFoundError
+@pytest.fixture(autouse=True)
+def pasted_components_are_removed_afterwards():
+    """The CDK registers pasted components.py text under two module names for the whole process."""
     registered = ("components", "source_declarative_manifest.components")
     before = {name: sys.modules.get(name) for name in registered}
     yield
@@ -77,6 +75,13 @@ def only_the_cdk(monkeypatch):
             sys.modules.pop(name, None)
         else:
             sys.modules[name] = module
+
+
+@pytest.fixture
+def only_the_cdk(monkeypatch):
+    """A Builder that has the CDK but not our package: `source_klarna` cannot be imported."""
+    for name in ("source_klarna", "source_klarna.components"):
+        monkeypatch.setitem(sys.modules, name, None)  # `import` now raises ModuleNotFoundError
 
 
 class BuilderCall:
@@ -109,7 +114,6 @@ def builder_request(
     command: str = "test_read",
     manifest: Optional[Dict[str, Any]] = None,
     limits: Optional[Dict[str, int]] = None,
-    components_py: Optional[str] = None,
 ) -> BuilderCall:
     config = {
         **emulator.config(),
@@ -118,9 +122,9 @@ def builder_request(
     }
     if limits is not None:
         config["__test_read_config"] = limits
-    if components_py is not None:
-        config["__injected_components_py"] = components_py
-        config["__injected_components_py_checksums"] = {"md5": hashlib.md5(components_py.encode()).hexdigest()}
+    components_py = COMPONENTS_PY.read_text()
+    config["__injected_components_py"] = components_py
+    config["__injected_components_py_checksums"] = {"md5": hashlib.md5(components_py.encode()).hexdigest()}
     # The catalog the Builder sends (manifest_server.command_processor.utils.build_catalog).
     catalog = {
         "streams": [
@@ -318,10 +322,8 @@ def test_payout_summaries_are_read_per_calendar_month(tmp_path, capsys, emulator
 def test_without_unsafe_code_the_builder_refuses_the_manifest_for_every_stream(tmp_path, capsys, emulator, stream, monkeypatch):
     monkeypatch.delenv("AIRBYTE_ENABLE_UNSAFE_CODE", raising=False)
 
-    call = builder_request(tmp_path, capsys, emulator, stream)
-
-    assert "Custom connector code is not permitted" in call.error
-    assert "AIRBYTE_ENABLE_UNSAFE_CODE" in call.error
+    with pytest.raises(AirbyteCustomCodeNotPermittedError, match="Custom connector code is not permitted.*AIRBYTE_ENABLE_UNSAFE_CODE"):
+        builder_request(tmp_path, capsys, emulator, stream)
 
 
 @pytest.mark.xfail(
@@ -355,30 +357,16 @@ def test_the_builders_pages_do_not_show_the_basic_auth_token(tmp_path, capsys, e
     assert token not in call.everything
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Two blockers, both outside this test's files: manifest.yaml names its components "
-        f"`source_klarna.components.*` (e.g. `{COMPONENT}`), a module a Builder without our package cannot import (it registers pasted "
-        "code as `components` / `source_declarative_manifest.components`); and source_klarna/"
-        "components.py starts with `from __future__ import annotations`, so the CDK's exec() of the "
-        "pasted text fails in dataclasses (AttributeError: 'NoneType' object has no attribute "
-        "'__dict__': the module is not in sys.modules yet while the @dataclass is processed)."
-    ),
-)
 def test_a_builder_without_the_package_runs_the_pasted_components_py(tmp_path, capsys, emulator, unsafe_code_allowed, only_the_cdk):
-    call = builder_request(tmp_path, capsys, emulator, "transactions", components_py=COMPONENTS_PY.read_text())
+    call = builder_request(tmp_path, capsys, emulator, "transactions")
 
     assert sum(len(page["records"]) for page in pages(call.stream_read)) == 5 * SPEC.transactions_per_payout
 
 
-def test_what_a_builder_without_the_package_needs(tmp_path, capsys, emulator, unsafe_code_allowed, only_the_cdk):
-    """With the components named as the Builder registers pasted code, and components.py without
-    `from __future__ import annotations`, a Builder that has only the CDK computes the same keys."""
-    manifest = yaml.safe_load(MANIFEST.read_text().replace("source_klarna.components.", "source_declarative_manifest.components."))
-    components_py = COMPONENTS_PY.read_text().replace("from __future__ import annotations\n", "")
-
-    call = builder_request(tmp_path, capsys, emulator, "transactions", manifest=manifest, limits={"max_slices": 10}, components_py=components_py)
+def test_a_builder_without_the_package_computes_the_same_keys(tmp_path, capsys, emulator, unsafe_code_allowed, only_the_cdk):
+    """manifest.yaml and components.py as they are in the repository, pasted into a Builder that has only
+    the CDK: the transaction keys equal the ones source-klarna computes."""
+    call = builder_request(tmp_path, capsys, emulator, "transactions", limits={"max_slices": 10})
     assert_clean(call)
 
     keys = expected_transaction_keys()

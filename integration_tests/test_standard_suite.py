@@ -146,9 +146,8 @@ class TestKlarnaStandardSuite(SourceTestSuiteBase):
     """The CDK's source suite, on the connector class the package ships (`source_klarna.SourceKlarna`).
 
     The CDK picks this base for `language:python` sources (`create_connector_test_suite`);
-    `DeclarativeSourceTestSuite` is the manifest-only one. That would pass too, here: it finds no
-    `components.py` next to the manifest, injects none, and the manifest's `source_klarna.components.*`
-    classes resolve through the installed package; but it would not test the class we ship.
+    `DeclarativeSourceTestSuite` is the manifest-only one: it looks for a `components.py` next to the
+    manifest, which this repository keeps in `source_klarna/`, and would not test the class we ship.
     """
 
     connector = SourceKlarna

@@ -21,8 +21,6 @@ re-read of the same payout yields the same keys. Only the fields of Klarna's pub
 schema enter the hash, so a field Klarna adds later does not change the keys of rows already synced.
 """
 
-from __future__ import annotations
-
 import hashlib
 import logging
 import threading
