@@ -14,6 +14,9 @@ from airbyte_cdk.models import FailureType
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 REGIONS = ("eu", "na", "oc")
+PLATFORMS = ("klarna", "kustom")
+# Kustom's API keys say which environment they are for: kco_live_api_... or kco_test_api_... .
+KUSTOM_KEY_PREFIX, KUSTOM_LIVE_KEY, KUSTOM_TEST_KEY = "kco_", "kco_live_", "kco_test_"
 LOCAL_HOSTS = ("localhost", "127.0.0.1")
 
 
@@ -34,6 +37,9 @@ def config_problem(config: Mapping[str, Any], now: Optional[dt.datetime] = None)
     for name in ("playground", "include_personal_data"):
         if name in config and not isinstance(config[name], bool):
             return f"{name} must be true or false."
+    problem = _platform_problem(config, region)
+    if problem:
+        return problem
     start_date = config.get("start_date")
     if start_date:
         parsed = None
@@ -61,6 +67,30 @@ def config_problem(config: Mapping[str, Any], now: Optional[dt.datetime] = None)
             )
         if parsed_url.scheme not in ("http", "https") or not parsed_url.hostname:
             return f"base_url_override {override!r} is not a URL: write it as https://host[:port], or leave it empty to use Klarna's host for the region."
+    return None
+
+
+def _platform_problem(config: Mapping[str, Any], region: str) -> Optional[str]:
+    """Platform mistakes: an unknown platform, a Klarna region with Kustom, and a Kustom API key used
+    with the wrong platform or environment (only the key's public prefix is ever quoted)."""
+    platform = config.get("platform") or "klarna"
+    if platform not in PLATFORMS:
+        return f"The platform {platform!r} is unknown: use klarna, or kustom if your API credentials come from the Kustom Portal."
+    password = str(config.get("password") or "")
+    if platform == "klarna":
+        if password.startswith(KUSTOM_KEY_PREFIX):
+            return "The password is a Kustom API key (it starts with kco_): set platform to kustom."
+        return None
+    if region != "eu":
+        return (
+            f"region {region!r} applies to Klarna only: Kustom serves every merchant from api.kustom.co, "
+            "so remove region (or set it to eu) when platform is kustom."
+        )
+    playground = bool(config.get("playground"))
+    if password.startswith(KUSTOM_TEST_KEY) and not playground:
+        return "The password is a Kustom test API key (kco_test_...): switch playground on, or use a live key (kco_live_...) for production."
+    if password.startswith(KUSTOM_LIVE_KEY) and playground:
+        return "The password is a Kustom live API key (kco_live_...): switch playground off, or use a test key (kco_test_...) for the playground."
     return None
 
 

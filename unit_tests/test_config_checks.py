@@ -30,6 +30,12 @@ NOW = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.timezone.utc)
         ({"max_requests_per_second": 500}, "from 1 to 200"),
         ({"playground": "yes"}, "playground must be true or false"),
         ({"include_personal_data": "true"}, "include_personal_data must be true or false"),
+        ({"platform": "klarnaa"}, "use klarna, or kustom if your API credentials come from the Kustom Portal"),
+        ({"platform": "kustom", "region": "na"}, "region 'na' applies to Klarna only"),
+        ({"platform": "kustom", "region": "oc", "playground": True}, "remove region (or set it to eu) when platform is kustom"),
+        ({"platform": "kustom", "password": "kco_test_api_c2VjcmV0"}, "switch playground on"),
+        ({"platform": "kustom", "password": "kco_live_api_c2VjcmV0", "playground": True}, "switch playground off"),
+        ({"password": "kco_live_api_c2VjcmV0"}, "set platform to kustom"),
     ],
 )
 def test_each_mistake_gets_its_sentence(change, expected):
@@ -50,10 +56,23 @@ def test_each_mistake_gets_its_sentence(change, expected):
         {"region": "oc", "playground": True, "concurrency": 30, "lookback_window_days": 0},
         {"include_personal_data": True},
         {"include_personal_data": False},
+        {"platform": "klarna", "region": "na"},
+        {"platform": "kustom"},
+        {"platform": "kustom", "region": "eu", "password": "kco_live_api_c2VjcmV0"},
+        {"platform": "kustom", "playground": True, "password": "kco_test_api_c2VjcmV0"},
+        {"platform": "kustom", "region": None},
     ],
 )
 def test_good_configs_pass(change):
     assert config_problem({**GOOD, **change}, now=NOW) is None
+
+
+@pytest.mark.parametrize("password", ["kco_test_api_c2VjcmV0", "kco_live_api_c2VjcmV0"])
+def test_a_kustom_key_mistake_never_quotes_the_key(password):
+    for change in ({"platform": "kustom", "playground": password.startswith("kco_live_")}, {"platform": "klarna"}):
+        problem = config_problem({**GOOD, **change, "password": password}, now=NOW)
+
+        assert problem is not None and "c2VjcmV0" not in problem
 
 
 def test_validate_config_raises_a_config_error():

@@ -6,25 +6,29 @@ import re
 from typing import Dict, Optional
 from urllib.parse import parse_qs, urlparse
 
+# (platform, region, playground) -> host. Kustom (formerly Klarna Checkout) has one host per
+# environment for every merchant; region applies to Klarna only.
 HOSTS = {
-    ("eu", False): "https://api.klarna.com",
-    ("na", False): "https://api-na.klarna.com",
-    ("oc", False): "https://api-oc.klarna.com",
-    ("eu", True): "https://api.playground.klarna.com",
-    ("na", True): "https://api-na.playground.klarna.com",
-    ("oc", True): "https://api-oc.playground.klarna.com",
+    ("klarna", "eu", False): "https://api.klarna.com",
+    ("klarna", "na", False): "https://api-na.klarna.com",
+    ("klarna", "oc", False): "https://api-oc.klarna.com",
+    ("klarna", "eu", True): "https://api.playground.klarna.com",
+    ("klarna", "na", True): "https://api-na.playground.klarna.com",
+    ("klarna", "oc", True): "https://api-oc.playground.klarna.com",
+    ("kustom", "eu", False): "https://api.kustom.co",
+    ("kustom", "eu", True): "https://api.playground.kustom.co",
 }
 SETTLEMENTS = "/settlements/v1"
 ORDERS = "/ordermanagement/v1/orders"
 
 
 class KlarnaRequestBuilder:
-    def __init__(self, base_url: str = HOSTS[("eu", False)]) -> None:
+    def __init__(self, base_url: str = HOSTS[("klarna", "eu", False)]) -> None:
         self._base_url = base_url.rstrip("/")
 
     @classmethod
-    def for_region(cls, region: str = "eu", playground: bool = False) -> "KlarnaRequestBuilder":
-        return cls(HOSTS[(region, playground)])
+    def for_region(cls, region: str = "eu", playground: bool = False, platform: str = "klarna") -> "KlarnaRequestBuilder":
+        return cls(HOSTS[(platform, region, playground)])
 
     def payouts_url(self) -> re.Pattern:
         return re.compile(re.escape(f"{self._base_url}{SETTLEMENTS}/payouts") + r"(\?.*)?$")

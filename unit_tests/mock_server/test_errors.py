@@ -49,6 +49,21 @@ def test_check_reports_rejected_playground_credentials_as_a_failed_status_not_a_
     assert PASSWORD not in status.message
 
 
+@pytest.mark.parametrize("playground, environment", [(False, "production"), (True, "playground")])
+def test_rejected_kustom_credentials_name_kustom_its_environment_and_the_kustom_portal(requests_mock, tmp_path, playground, environment):
+    requests_mock.get(KlarnaRequestBuilder.for_region("eu", playground, "kustom").payouts_url(), status_code=401, json=rb.error("UNAUTHORIZED"))
+    config = ConfigBuilder().with_fields(platform="kustom").with_playground(playground).build()
+
+    output = check_connection(config, tmp_path)
+
+    status = output.connection_status_messages[-1].connectionStatus
+    assert status.status.name == "FAILED"
+    assert f"Kustom rejected the API credentials for its {environment} environment (platform kustom, HTTP 401/403 from https://api" in status.message
+    assert "kustom.co/settlements/v1/payouts" in status.message
+    assert "Kustom Portal" in status.message and "platform is klarna" in status.message
+    assert PASSWORD not in everything_printed(output)
+
+
 def test_check_succeeds_with_good_credentials(requests_mock, tmp_path):
     KlarnaMock(requests_mock).serve_payouts([rb.payout("A", "2024-02-01T06:00:00Z")])
     config = ConfigBuilder().build()
