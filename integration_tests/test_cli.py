@@ -36,10 +36,12 @@ def test_spec_lists_every_config_field_and_hides_the_password():
     assert run.exit_code == 0
     spec = run.of_type("SPEC")[0]["spec"]["connectionSpecification"]
     assert set(spec["properties"]) == {
-        "region", "playground", "username", "password", "start_date",
-        "lookback_window_days", "concurrency", "max_requests_per_second", "base_url_override",
-        "include_personal_data",
+        "platform", "region", "playground", "username", "password", "start_date",
+        "lookback_window_days", "concurrency", "max_requests_per_second", "rate_limit_reserve_percent",
+        "base_url_override", "include_personal_data",
     }
+    assert spec["properties"]["platform"]["enum"] == ["klarna", "kustom"]
+    assert spec["properties"]["rate_limit_reserve_percent"]["default"] == 20
     assert spec["properties"]["include_personal_data"]["default"] is False
     assert spec["properties"]["password"]["airbyte_secret"] is True
     assert spec["properties"]["region"]["enum"] == ["eu", "na", "oc"]

@@ -24,6 +24,7 @@ schema enter the hash, so a field Klarna adds later does not change the keys of 
 import hashlib
 import logging
 import threading
+import time
 from collections import OrderedDict
 from datetime import datetime, timedelta, timezone
 from dataclasses import InitVar, dataclass, field
@@ -33,6 +34,7 @@ import orjson
 import requests
 
 from airbyte_cdk.models import ConfiguredAirbyteCatalog, FailureType
+from airbyte_cdk.sources.declarative.auth.token import BasicHttpAuthenticator
 from airbyte_cdk.sources.declarative.extractors.record_extractor import RecordExtractor
 from airbyte_cdk.sources.declarative.extractors.record_filter import RecordFilter
 from airbyte_cdk.sources.declarative.interpolation.interpolated_string import InterpolatedString
@@ -45,6 +47,7 @@ from airbyte_cdk.sources.declarative.requesters.requester import Requester
 from airbyte_cdk.sources.streams.http.error_handlers.response_models import ErrorResolution, ResponseAction
 from airbyte_cdk.sources.declarative.transformations import RecordTransformation
 from airbyte_cdk.sources.types import Config, StreamSlice, StreamState
+from airbyte_cdk.utils.airbyte_secrets_utils import add_to_secrets
 
 # The fields of Klarna's Transaction schema (settlements OpenAPI), in a fixed order.
 TRANSACTION_KEY_FIELDS = (
@@ -751,3 +754,232 @@ class KlarnaOffsetPagination(PaginationStrategy):
 
     def get_page_size(self) -> Optional[int]:
         return self.page_size
+
+
+# ----------------------------------------------------------------------------- the merchant's rate limit
+
+RATE_LIMIT_HEADER, REMAINING_HEADER, RESET_HEADER = "X-Ratelimit-Limit", "X-Ratelimit-Remaining", "X-Ratelimit-Reset"
+
+
+def _header_number(response: requests.Response, name: str) -> Optional[float]:
+    """The leading number of a rate-limit header (`200, 200;w=1` -> 200), or None."""
+    raw = response.headers.get(name)
+    if raw is None:
+        return None
+    head = str(raw).split(",", 1)[0].split(";", 1)[0].strip()
+    try:
+        return float(head)
+    except ValueError:
+        return None
+
+
+def _window_seconds(response: requests.Response) -> Optional[float]:
+    """The `w=` parameter of X-Ratelimit-Limit (the window Klarna counts in), or None."""
+    for part in str(response.headers.get(RATE_LIMIT_HEADER) or "").replace(",", ";").split(";"):
+        name, _, value = part.strip().partition("=")
+        if name == "w":
+            try:
+                return float(value) if float(value) > 0 else None
+            except ValueError:
+                return None
+    return None
+
+
+class RateLimitPacer:
+    """Spends a Klarna merchant's rate limit politely: at most `cap` requests/s, and no more than the
+    share of the limit the merchant's other traffic leaves, less a reserve.
+
+    Klarna counts its limit per merchant, not per credential (the merchant's checkout, captures and
+    refunds share it), and once the merchant is over it every one of its requests gets 429 until the
+    window resets. So 429s are not how to find the limit. Every answer says where the merchant stands:
+    `X-Ratelimit-Limit: 200, 200;w=1` (L requests per window of w seconds), `X-Ratelimit-Remaining`
+    (R left in the current window) and `X-Ratelimit-Reset` (seconds to the window's end). From these:
+
+    - the others' rate: between two answers of one window, Remaining fell by the requests of both; less
+      the connector's own answers in between, over the time between, is the others' rate. A window
+      begins where Remaining rises (by more than the requests in flight, which may be counted out of
+      order). The estimate of a window is kept until the next window has been watched for a tenth of
+      its length, and the higher of the two is used (a falling estimate is trusted late, a rising one
+      at once);
+    - the connector's rate is L x (1 - reserve) / w less the others' rate, within [floor, cap]: at each
+      window's end the reserve is left for the merchant's own bursts, and with no other traffic the
+      connector runs at its cap (whose default is L x (1 - reserve) itself). The floor (1 % of L)
+      keeps a sync moving when the others leave nothing;
+    - until a window has been estimated it runs at a tenth of the limit at most (slow start), so it
+      never bursts into an unknown share; an answer without the headers (a proxy that drops them)
+      puts it at its cap;
+    - an answer with Remaining at half the reserve or less, or a 429, holds every request until the
+      window resets (Retry-After, else X-Ratelimit-Reset).
+    Requests are spaced evenly (1/rate apart), never sent in bursts. Thread safe: one pacer serves
+    every stream of a sync.
+    """
+
+    SLOW_START_SHARE = 0.1
+    FLOOR_SHARE = 0.01
+    SETTLED_SHARE_OF_WINDOW = 0.1
+
+    def __init__(
+        self,
+        assumed_limit: float,
+        reserve: float,
+        cap: Optional[float] = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._limit = float(assumed_limit)
+        self._reserve = min(max(float(reserve), 0.0), 0.9)
+        self._explicit_cap = float(cap) if cap else None
+        self._window = 1.0
+        self._clock, self._sleep = clock, sleep
+        self._lock = threading.Lock()
+        self._next_send = 0.0
+        self._hold_until = 0.0
+        self._sent = 0
+        self._answered = 0
+        # (time, Remaining, answers so far) of the current window's first answer, and of the latest.
+        self._window_first: Optional[Tuple[float, float, int]] = None
+        self._last_remaining: Optional[float] = None
+        self._others_now: Optional[float] = None  # requests/s, this window
+        self._others_before: Optional[float] = None  # requests/s, the window before
+        self._seen_headers = False
+        self._rate = self._slow_start()  # requests per second
+
+    @property
+    def cap(self) -> float:
+        return self._explicit_cap or self._limit * (1 - self._reserve)
+
+    @property
+    def rate(self) -> float:
+        return self._rate
+
+    def wait_turn(self) -> None:
+        """Blocks until this request may go out."""
+        with self._lock:
+            now = self._clock()
+            slot = max(now, self._next_send, self._hold_until)
+            self._next_send = slot + 1.0 / self._rate
+            self._sent += 1
+        if slot > now:
+            self._sleep(slot - now)
+
+    def observe(self, response: requests.Response) -> None:
+        """Learns from one answer (any status): its rate-limit headers, and a 429's wait."""
+        limit = _header_number(response, RATE_LIMIT_HEADER)
+        remaining = _header_number(response, REMAINING_HEADER)
+        reset = _header_number(response, RESET_HEADER)
+        retry_after = _header_number(response, "Retry-After")
+        window = _window_seconds(response)
+        with self._lock:
+            now = self._clock()
+            self._answered += 1
+            if limit and limit > 0:
+                self._limit = limit
+            if window:
+                self._window = window
+            until_reset = max(reset if reset is not None else self._window, 0.0)
+            if response.status_code == 429:
+                self._hold_until = max(self._hold_until, now + (max(retry_after, 0.0) if retry_after is not None else until_reset))
+            if remaining is None:
+                self._rate = min(self._rate, self.cap) if self._seen_headers else self.cap
+                return
+            self._seen_headers = True
+            if remaining <= self._limit * self._reserve / 2:
+                self._hold_until = max(self._hold_until, now + until_reset)
+            self._estimate_others(now, remaining)
+            self._rate = self._share()
+
+    def _estimate_others(self, now: float, remaining: float) -> None:
+        in_flight = max(0, self._sent - self._answered)
+        rose = self._last_remaining is not None and remaining > self._last_remaining + in_flight + 1
+        self._last_remaining = remaining
+        if self._window_first is None or rose:
+            if rose and self._others_now is not None:
+                self._others_before = self._others_now
+            self._window_first, self._others_now = (now, remaining, self._answered), None
+            return
+        first_time, first_remaining, first_answered = self._window_first
+        if now - first_time < self._window * self.SETTLED_SHARE_OF_WINDOW:
+            return
+        ours = self._answered - first_answered
+        self._others_now = max(0.0, (first_remaining - remaining - ours) / (now - first_time))
+
+    def _slow_start(self) -> float:
+        return min(self.cap, self._limit * self.SLOW_START_SHARE / self._window)
+
+    def _share(self) -> float:
+        estimates = [e for e in (self._others_now, self._others_before) if e is not None]
+        if not estimates:
+            return self._slow_start()
+        share = self._limit * (1 - self._reserve) / self._window - max(estimates)
+        return min(self.cap, max(share, max(1.0, self._limit * self.FLOOR_SHARE) / self._window))
+
+
+class RateLimitPacers:
+    """One pacer per sync: every component of a sync is built with the source's one config object, so
+    pacers are kept per config object (each entry holds its config, so the id() it is keyed by cannot be
+    reused while the entry lives)."""
+
+    def __init__(self) -> None:
+        self._pacers: Dict[int, Tuple[Any, RateLimitPacer]] = {}
+        self._lock = threading.Lock()
+
+    def for_config(self, config: Any, make: Callable[[], RateLimitPacer]) -> RateLimitPacer:
+        with self._lock:
+            entry = self._pacers.get(id(config))
+            if entry is None or entry[0] is not config:
+                entry = self._pacers[id(config)] = (config, make())
+            return entry[1]
+
+
+RATE_LIMIT_PACERS = RateLimitPacers()
+
+
+@dataclass
+class PacedBasicHttpAuthenticator(BasicHttpAuthenticator):
+    """The manifest's HTTP Basic auth, with every request paced to the merchant's rate limit
+    (`RateLimitPacer`) and the Basic token registered as a secret.
+
+    Why the authenticator: it is the one component the CDK's HTTP client consults before every attempt
+    (retries included: `HttpClient._send` re-applies the session's auth) and tells about every answer
+    it receives (`update_from_response`, the CDK's ResponseAwareAuthenticator protocol). The manifest's
+    `api_budget` can only cap a rate; it cannot read Klarna's X-Ratelimit-Remaining.
+
+    The CDK masks the password in its output, not base64(username:password), which a debug log of the
+    request headers shows: registering the token here masks it on every runtime, the manifest-only one
+    included.
+    """
+
+    assumed_limit: Union[InterpolatedString, str, int] = 200
+    reserve_percent: Union[InterpolatedString, str, int] = 20
+    max_requests_per_second: Union[InterpolatedString, str, int, None] = None
+
+    def __post_init__(self, parameters: Mapping[str, Any]) -> None:
+        super().__post_init__(parameters)
+
+        def number(value: Any) -> Optional[float]:
+            """A setting as a number; None when it evaluates to nothing (no explicit cap)."""
+            text = "" if value is None else str(InterpolatedString.create(str(value), parameters=parameters or {}).eval(self.config))
+            return float(text) if text.strip() not in ("", "None") else None
+
+        limit, reserve, cap = number(self.assumed_limit), number(self.reserve_percent), number(self.max_requests_per_second)
+        self._pacer = RATE_LIMIT_PACERS.for_config(
+            self.config,
+            lambda: RateLimitPacer(assumed_limit=limit or 200, reserve=(20 if reserve is None else reserve) / 100, cap=cap),
+        )
+        self._token_registered = False
+
+    @property
+    def pacer(self) -> RateLimitPacer:
+        return self._pacer
+
+    def __call__(self, request: requests.PreparedRequest) -> Any:
+        if not self._token_registered:
+            # Registered when first used, after the entrypoint has set up its secret list (which it
+            # replaces with the spec's secrets once it has the config).
+            add_to_secrets(self.token.split(" ", 1)[-1])
+            self._token_registered = True
+        self._pacer.wait_turn()
+        return super().__call__(request)
+
+    def update_from_response(self, request: requests.PreparedRequest, response: requests.Response) -> None:
+        self._pacer.observe(response)

@@ -53,7 +53,12 @@ def config_problem(config: Mapping[str, Any], now: Optional[dt.datetime] = None)
             return f"The start_date {start_date!r} is not a UTC date-time: write it as YYYY-MM-DDTHH:MM:SSZ, for example 2024-01-01T00:00:00Z."
         if parsed > now:
             return f"The start_date {start_date} lies in the future: set it to today or earlier, or leave it empty to sync the whole history."
-    for name, low, high in (("lookback_window_days", 0, 90), ("concurrency", 1, 30), ("max_requests_per_second", 1, 200)):
+    for name, low, high in (
+        ("lookback_window_days", 0, 90),
+        ("concurrency", 1, 30),
+        ("max_requests_per_second", 1, 200),
+        ("rate_limit_reserve_percent", 0, 90),
+    ):
         value = config.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high):
             return f"{name} must be a whole number from {low} to {high}; it is {value!r}."

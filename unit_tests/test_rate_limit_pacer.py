@@ -1,0 +1,263 @@
+"""RateLimitPacer keeps a merchant's shared Klarna quota out of the red, on a simulated clock.
+
+`KlarnaQuota` models what Klarna does (fixed windows of `limit` requests, shared with the merchant's
+other traffic, 429 for everyone once spent) and answers with Klarna's headers; the pacer's sleeps move
+the simulated clock, so every figure here is exact and the tests take no wall time.
+"""
+
+import math
+from typing import List, Optional
+
+import pytest
+import requests
+
+from source_klarna.components import RATE_LIMIT_PACERS, PacedBasicHttpAuthenticator, RateLimitPacer
+
+
+class SimulatedClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: List[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def answer(status: int = 200, **headers: str) -> requests.Response:
+    response = requests.Response()
+    response.status_code = status
+    response.headers.update(headers)
+    return response
+
+
+class KlarnaQuota:
+    """Klarna's per-merchant limit: `limit` requests per `window` seconds, counted together with the
+    merchant's other traffic (`others_per_second`, spread evenly); over it, every request gets 429."""
+
+    def __init__(self, clock: SimulatedClock, limit: int = 200, others_per_second: float = 0.0, window: float = 1.0) -> None:
+        self.clock, self.limit, self.others, self.window = clock, limit, others_per_second, window
+        self.ours_in_window: dict = {}
+        self.ours_refused = 0
+        self.lowest_remaining = limit
+
+    def _window_of(self, moment: float) -> int:
+        return int(moment // self.window)
+
+    def others_used(self, moment: float) -> int:
+        return math.floor(self.others * (moment - self._window_of(moment) * self.window))
+
+    def request(self) -> requests.Response:
+        now = self.clock.now
+        window = self._window_of(now)
+        ours = self.ours_in_window.get(window, 0)
+        used = ours + self.others_used(now)
+        reset = str(max(1, math.ceil((window + 1) * self.window - now)))
+        headers = {"X-Ratelimit-Limit": f"{self.limit}, {self.limit};w={self.window:g}", "X-Ratelimit-Reset": reset}
+        if used >= self.limit:
+            self.ours_refused += 1
+            return answer(429, **headers, **{"X-Ratelimit-Remaining": "0", "Retry-After": reset})
+        self.ours_in_window[window] = ours + 1
+        remaining = self.limit - used - 1
+        self.lowest_remaining = min(self.lowest_remaining, remaining)
+        return answer(200, **headers, **{"X-Ratelimit-Remaining": str(remaining)})
+
+    def others_refused(self) -> int:
+        """The other traffic's requests that found the quota spent, over every window so far."""
+        refused = 0
+        for window, ours in self.ours_in_window.items():
+            refused += max(0, math.floor(self.others * self.window) + ours - self.limit)
+        return refused
+
+
+def drive(pacer: RateLimitPacer, quota: KlarnaQuota, seconds: float) -> int:
+    """Sends one request after another for `seconds` of simulated time; returns how many were sent."""
+    sent = 0
+    while quota.clock.now < seconds:
+        pacer.wait_turn()
+        pacer.observe(quota.request())
+        sent += 1
+    return sent
+
+
+def test_without_rate_limit_headers_requests_are_spaced_at_the_cap():
+    clock = SimulatedClock()
+    pacer = RateLimitPacer(assumed_limit=200, reserve=0.2, clock=clock, sleep=clock.sleep)
+
+    for _ in range(161):
+        pacer.wait_turn()
+        pacer.observe(answer(200))
+
+    # The first request goes at once, the second after the slow-start spacing (no answer yet said
+    # that Klarna's headers are missing), every later one 1/160 s after the one before.
+    assert pacer.cap == 160
+    assert clock.slept[0] == pytest.approx(1 / 20)
+    assert clock.slept[1:] == pytest.approx([1 / 160] * 159)
+
+
+def test_an_explicit_cap_wins_over_the_default_and_is_never_exceeded():
+    clock = SimulatedClock()
+    pacer = RateLimitPacer(assumed_limit=200, reserve=0.2, cap=25, clock=clock, sleep=clock.sleep)
+    quota = KlarnaQuota(clock)
+
+    sent = drive(pacer, quota, seconds=10)
+
+    assert pacer.cap == 25
+    assert sent <= 25 * 10 + 1
+
+
+def test_with_no_other_traffic_it_reaches_the_cap_and_keeps_the_reserve():
+    clock = SimulatedClock()
+    pacer = RateLimitPacer(assumed_limit=200, reserve=0.2, clock=clock, sleep=clock.sleep)
+    quota = KlarnaQuota(clock, limit=200)
+
+    drive(pacer, quota, seconds=2)  # slow start, then the first estimate
+    start, sent_before = clock.now, sum(quota.ours_in_window.values())
+    drive(pacer, quota, seconds=12)
+    rate = (sum(quota.ours_in_window.values()) - sent_before) / (clock.now - start)
+
+    assert rate == pytest.approx(160, rel=0.05)
+    assert quota.ours_refused == 0
+    assert quota.lowest_remaining >= 200 * 0.2 - 1
+
+
+@pytest.mark.parametrize("others", [100, 150, 170])
+def test_it_leaves_the_merchants_other_traffic_its_share_and_never_spends_the_reserve(others):
+    clock = SimulatedClock()
+    pacer = RateLimitPacer(assumed_limit=200, reserve=0.2, clock=clock, sleep=clock.sleep)
+    quota = KlarnaQuota(clock, limit=200, others_per_second=others)
+
+    drive(pacer, quota, seconds=30)
+    steady = [count for window, count in quota.ours_in_window.items() if window >= 5]
+
+    assert quota.ours_refused == 0
+    assert quota.others_refused() == 0
+    # The share the others leave, less the reserve (at least the pacer's floor of 1 % of the limit).
+    expected = max(200 * 0.8 - others, 2)
+    assert sum(steady) / len(steady) == pytest.approx(expected, abs=max(2, expected * 0.2))
+
+
+def test_when_the_others_take_everything_it_trickles_and_holds_at_the_reserve():
+    clock = SimulatedClock()
+    pacer = RateLimitPacer(assumed_limit=200, reserve=0.2, clock=clock, sleep=clock.sleep)
+    quota = KlarnaQuota(clock, limit=200, others_per_second=195)
+
+    sent = drive(pacer, quota, seconds=20)
+
+    assert quota.ours_refused == 0
+    assert quota.others_refused() == 0
+    assert 10 <= sent <= 60  # progress, at the floor: never stuck, never pushing the merchant over
+
+
+def test_a_429_holds_every_request_until_retry_after():
+    clock = SimulatedClock()
+    pacer = RateLimitPacer(assumed_limit=200, reserve=0.2, clock=clock, sleep=clock.sleep)
+
+    pacer.wait_turn()
+    pacer.observe(answer(429, **{"Retry-After": "3"}))
+    pacer.wait_turn()
+
+    assert clock.now == pytest.approx(3.0)
+
+
+def test_remaining_at_half_the_reserve_holds_until_the_window_resets():
+    clock = SimulatedClock()
+    pacer = RateLimitPacer(assumed_limit=200, reserve=0.2, clock=clock, sleep=clock.sleep)
+
+    pacer.wait_turn()
+    pacer.observe(answer(200, **{"X-Ratelimit-Limit": "200, 200;w=1", "X-Ratelimit-Remaining": "20", "X-Ratelimit-Reset": "1"}))
+    pacer.wait_turn()
+
+    assert clock.now == pytest.approx(1.0)
+
+
+def test_slow_start_spends_at_most_a_tenth_of_the_limit_in_the_first_window():
+    clock = SimulatedClock()
+    pacer = RateLimitPacer(assumed_limit=200, reserve=0.2, clock=clock, sleep=clock.sleep)
+    quota = KlarnaQuota(clock, limit=200, others_per_second=150)
+
+    drive(pacer, quota, seconds=1)
+
+    assert quota.ours_in_window[0] <= 200 * 0.1 + 2
+
+
+def test_the_limit_and_window_come_from_klarnas_headers():
+    clock = SimulatedClock()
+    pacer = RateLimitPacer(assumed_limit=200, reserve=0.2, clock=clock, sleep=clock.sleep)
+
+    pacer.observe(answer(200, **{"X-Ratelimit-Limit": "50, 50;w=2", "X-Ratelimit-Remaining": "50", "X-Ratelimit-Reset": "2"}))
+
+    assert pacer.cap == 40  # 50 less the 20 % reserve
+    assert pacer.rate <= 50 * 0.1 / 2  # slow start over a 2-second window
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"X-Ratelimit-Remaining": "many"}, {"X-Ratelimit-Limit": ";w=x", "X-Ratelimit-Remaining": ""}, {"X-Ratelimit-Reset": "soon"}],
+)
+def test_headers_it_cannot_read_change_nothing(headers):
+    clock = SimulatedClock()
+    pacer = RateLimitPacer(assumed_limit=200, reserve=0.2, clock=clock, sleep=clock.sleep)
+
+    pacer.observe(answer(200, **headers))
+
+    assert pacer.rate == pacer.cap == 160
+
+
+def make_authenticator(config, **settings) -> PacedBasicHttpAuthenticator:
+    return PacedBasicHttpAuthenticator(username="{{ config['username'] }}", password="{{ config['password'] }}", config=config, parameters={}, **settings)
+
+
+def test_every_stream_of_one_sync_shares_one_pacer_and_another_sync_gets_its_own():
+    config = {"username": "K1_user", "password": "pw"}
+
+    first, second = make_authenticator(config), make_authenticator(config)
+    other_sync = make_authenticator(dict(config))
+
+    assert first.pacer is second.pacer
+    assert other_sync.pacer is not first.pacer
+
+
+@pytest.mark.parametrize(
+    "settings, cap",
+    [
+        ({}, 160),
+        ({"assumed_limit": "{{ 50 if config.get('playground') else 200 }}"}, 40),
+        ({"reserve_percent": "{{ config.get('rate_limit_reserve_percent', 20) }}"}, 190),
+        ({"max_requests_per_second": "{{ config.get('max_requests_per_second') or '' }}"}, 160),
+    ],
+)
+def test_the_settings_come_from_the_config(settings, cap):
+    config = {"username": "K1_user", "password": "pw", "playground": True, "rate_limit_reserve_percent": 5}
+
+    assert make_authenticator(config, **settings).pacer.cap == cap
+
+
+def test_the_authenticator_paces_signs_and_learns_from_each_answer():
+    config = {"username": "K1_user", "password": "pw"}
+    authenticator = make_authenticator(config)
+    request = requests.Request("GET", "https://api.klarna.com/settlements/v1/payouts").prepare()
+
+    signed = authenticator(request)
+    authenticator.update_from_response(signed, answer(429, **{"Retry-After": "7"}))
+
+    assert signed.headers["Authorization"] == "Basic SzFfdXNlcjpwdw=="
+    assert authenticator.pacer._hold_until >= 7  # the next request waits out the 429
+
+
+def test_the_basic_token_is_registered_as_a_secret(monkeypatch):
+    from airbyte_cdk.utils import airbyte_secrets_utils
+
+    monkeypatch.setattr(airbyte_secrets_utils, "__SECRETS_FROM_CONFIG", [], raising=False)
+    authenticator = make_authenticator({"username": "K1_user", "password": "pw"})
+
+    authenticator(requests.Request("GET", "https://api.klarna.com/x").prepare())
+
+    assert airbyte_secrets_utils.filter_secrets("header Basic SzFfdXNlcjpwdw== sent") == "header Basic **** sent"
+
+
+def teardown_module() -> None:
+    RATE_LIMIT_PACERS.__init__()  # the pacers these tests made stay out of later tests
