@@ -22,7 +22,8 @@ from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from source_klarna.config_checks import validate_config
 from source_klarna.credentials_probe import rejected_credentials_message
-from source_klarna.source import SourceKlarna
+from source_klarna.source import SourceKlarna, resolved_manifest, streams_and_cursor_formats
+from source_klarna.state_checks import read_state_file
 
 
 def _print(message: AirbyteMessage) -> None:
@@ -104,6 +105,11 @@ def run(args: Optional[List[str]] = None) -> None:
             _config_error_exit(command, error)
     catalog_path = AirbyteEntrypoint.extract_catalog(args)
     state_path = AirbyteEntrypoint.extract_state(args)
+    if state_path:
+        try:
+            read_state_file(state_path, *streams_and_cursor_formats(resolved_manifest()))
+        except AirbyteTracedException as error:
+            _config_error_exit(command, error)
     source = SourceKlarna(
         catalog=SourceKlarna.read_catalog(catalog_path) if catalog_path else None,
         config=config,

@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Iterator, List, Mapping, Optional
+from typing import Any, Iterator, List, Mapping, Optional, Tuple
+
+import yaml
 
 from airbyte_cdk.models import AirbyteMessage, AirbyteStateMessage, ConfiguredAirbyteCatalog
 from airbyte_cdk.sources.declarative.parsers.custom_code_compiler import SDM_COMPONENTS_MODULE_NAME
+from airbyte_cdk.sources.declarative.parsers.manifest_reference_resolver import ManifestReferenceResolver
 from airbyte_cdk.sources.declarative.yaml_declarative_source import YamlDeclarativeSource
 
 from source_klarna import components
@@ -21,6 +24,22 @@ def manifest_path() -> Path:
     if packaged.is_file():
         return packaged
     return Path(__file__).resolve().parent.parent / "manifest.yaml"
+
+
+def resolved_manifest() -> Mapping[str, Any]:
+    """manifest.yaml with its $refs resolved, as the CDK reads it."""
+    return ManifestReferenceResolver().preprocess_manifest(yaml.safe_load(manifest_path().read_text()))
+
+
+def streams_and_cursor_formats(manifest: Mapping[str, Any]) -> Tuple[List[str], List[str]]:
+    """The manifest's stream names, and every date-time format its cursors accept in a state."""
+    streams = [stream["name"] for stream in manifest["streams"]]
+    formats: List[str] = []
+    for stream in manifest["streams"]:
+        for layout in (stream.get("incremental_sync") or {}).get("cursor_datetime_formats") or []:
+            if layout not in formats:
+                formats.append(layout)
+    return streams, formats
 
 
 class SourceKlarna(YamlDeclarativeSource):
