@@ -23,12 +23,15 @@ schema enter the hash, so a field Klarna adds later does not change the keys of 
 
 import hashlib
 import logging
+import socket
+import ssl
 import threading
 import time
 from collections import OrderedDict
 from datetime import datetime, timedelta, timezone
 from dataclasses import InitVar, dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Mapping, MutableMapping, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Callable, Dict, Generic, Iterable, List, Mapping, MutableMapping, Optional, Sequence, Set, Tuple, TypeVar, Union
+from urllib.parse import parse_qs, urlsplit
 
 import orjson
 import requests
@@ -48,6 +51,7 @@ from airbyte_cdk.sources.streams.http.error_handlers.response_models import Erro
 from airbyte_cdk.sources.declarative.transformations import RecordTransformation
 from airbyte_cdk.sources.types import Config, StreamSlice, StreamState
 from airbyte_cdk.utils.airbyte_secrets_utils import add_to_secrets
+from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 # The fields of Klarna's Transaction schema (settlements OpenAPI), in a fixed order.
 TRANSACTION_KEY_FIELDS = (
@@ -587,8 +591,22 @@ def parsed_body(response: requests.Response) -> Any:
 EXPECTED_ANSWERS = {"page": "a page of {items}", "list": "a list of payout summaries", "order": "an order"}
 
 
-def answer_problem(body: Any, expect: str, items_field: Optional[str] = None) -> Optional[str]:
-    """Why a 2xx answer is not `expect` ("page", "list" or "order"), or None when it is."""
+def _requested_page_size(response: requests.Response) -> Optional[int]:
+    query = parse_qs(urlsplit(str(getattr(response.request, "url", "") or response.url or "")).query)
+    try:
+        return int(query["size"][0])
+    except (KeyError, IndexError, ValueError):
+        return None
+
+
+def answer_problem(body: Any, expect: str, items_field: Optional[str] = None, page_size: Optional[int] = None) -> Optional[str]:
+    """Why a 2xx answer is not `expect` ("page", "list" or "order"), or None when it is.
+
+    Klarna's OpenAPI makes only `pagination.count` required, so two shapes are read where their meaning
+    is unambiguous: a page without a `pagination` block whose list is shorter than the page asked for
+    (`page_size`) is the last page, and a null list with `pagination.count` 0 is an empty page. A full
+    page without `pagination` (more may follow) and a null list with a count are problems.
+    """
     if body is _UNPARSABLE:
         return "not JSON: cut short, or not Klarna's"
     if expect == "list":
@@ -597,10 +615,16 @@ def answer_problem(body: Any, expect: str, items_field: Optional[str] = None) ->
         return "not a JSON object"
     if expect == "order":
         return None if body.get("order_id") else "no order_id"
-    pagination = body.get("pagination")
+    items, pagination = body.get(items_field), body.get("pagination")
+    if pagination is None and isinstance(items, list):
+        if page_size is not None and len(items) < page_size:
+            return None
+        return f"a full page of {len(items)} {items_field} without a pagination block, so whether more follow is unknown"
     if not isinstance(pagination, dict) or not isinstance(pagination.get("count"), int):
         return "no pagination block with a count"
-    if not isinstance(body.get(items_field), list):
+    if items is None and pagination["count"] == 0 and pagination.get("total") in (None, 0):
+        return None
+    if not isinstance(items, list):
         return f"no {items_field} list"
     return None
 
@@ -617,17 +641,116 @@ def _paging_refused(response: requests.Response) -> Optional[str]:
     return reasons if ("size" in lowered or "offset" in lowered) else None
 
 
+def _exception_chain(exception: BaseException) -> List[BaseException]:
+    """The exception and what caused it, through requests' and urllib3's wrappers."""
+    chain: List[BaseException] = []
+    current: Optional[BaseException] = exception
+    while current is not None and current not in chain and len(chain) < 10:
+        chain.append(current)
+        wrapped = getattr(current, "reason", None)
+        if not isinstance(wrapped, BaseException):
+            wrapped = current.args[0] if current.args and isinstance(current.args[0], BaseException) else None
+        current = current.__cause__ or current.__context__ or wrapped
+    return chain
+
+
+# getaddrinfo's answers for a name that does not exist (EAI_AGAIN, a resolver that did not answer, is
+# left to the retries).
+_UNKNOWN_NAME_ERRNOS = tuple(getattr(socket, name) for name in ("EAI_NONAME", "EAI_NODATA") if hasattr(socket, name))
+
+
+def deterministic_transport_failure(exception: BaseException, url: str, config: Mapping[str, Any]) -> Optional[str]:
+    """The sentence for a failure to reach Klarna that no retry changes (a host that does not resolve, a
+    TLS certificate this machine refuses), or None for one a retry may cure."""
+    host = urlsplit(url).hostname or url
+    override = config.get("base_url_override") if isinstance(config, Mapping) else None
+    for cause in _exception_chain(exception):
+        if isinstance(cause, socket.gaierror) and cause.errno in _UNKNOWN_NAME_ERRNOS:
+            where = (
+                f"check base_url_override ({override})"
+                if override
+                else "check this machine's DNS and network path to Klarna (platform and region pick the host)"
+            )
+            return f"The host {host} of {url} does not resolve ({cause.strerror}): {where}."
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            reason = cause.verify_message or str(cause)
+            return (
+                f"{host} presented a TLS certificate this machine does not trust ({reason}) for {url}. If a proxy between "
+                f"this machine and {host} inspects TLS, add its CA certificate to the trust store (REQUESTS_CA_BUNDLE); "
+                "otherwise check base_url_override."
+            )
+    return None
+
+
+def endpoint_of(url: str) -> str:
+    """scheme://host/path of a request, with an order's id replaced (one endpoint for every order)."""
+    parts = urlsplit(url)
+    path = parts.path
+    if "/ordermanagement/v1/orders/" in path:
+        path = path[: path.index("/ordermanagement/v1/orders/")] + "/ordermanagement/v1/orders/{order_id}"
+    return f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}{path}"
+
+
+class SyncFailures:
+    """What one sync has learnt that asking again will not change, so it stops asking.
+
+    An answer that will not change (a 404 or 400 from a settlements endpoint, rejected credentials, a
+    host that does not resolve, a refused certificate, a non-Klarna answer that repeats) fails the
+    partition that met it; every other partition of that endpoint (or, for the host's failures, of the
+    host) would meet it again: one request per payout window or summary month, and for a repeating
+    non-Klarna answer two backoffs each. `PacedBasicHttpAuthenticator` consults this before each
+    request and fails it at once with the same error. Also counts, per URL, the non-Klarna 2xx answers
+    in a row (bounded: a URL is forgotten once it answers properly)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._failed: Dict[str, ErrorResolution] = {}
+        self._foreign: Dict[str, int] = {}
+
+    @staticmethod
+    def _host_of(url: str) -> str:
+        parts = urlsplit(url)
+        return f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}"
+
+    def failure_for(self, url: str) -> Optional[ErrorResolution]:
+        if not self._failed:
+            return None
+        with self._lock:
+            return self._failed.get(self._host_of(url)) or self._failed.get(endpoint_of(url))
+
+    def remember(self, url: str, resolution: ErrorResolution, whole_host: bool = False) -> None:
+        with self._lock:
+            self._failed.setdefault(self._host_of(url) if whole_host else endpoint_of(url), resolution)
+
+    def foreign_answer(self, url: str) -> int:
+        """Counts one more non-Klarna answer from `url`; returns how many came in a row."""
+        with self._lock:
+            count = self._foreign[url] = self._foreign.get(url, 0) + 1
+            return count
+
+    def proper_answer(self, url: str) -> None:
+        if self._foreign:
+            with self._lock:
+                self._foreign.pop(url, None)
+
+
 @dataclass
 class KlarnaErrorHandler(DefaultErrorHandler):
-    """The manifest's DefaultErrorHandler (its filters, retries and backoff), plus two judgements the
-    manifest can only make slowly or not at all:
+    """The manifest's DefaultErrorHandler (its filters, retries and backoff), plus what a filter can only
+    judge slowly or not at all:
 
     - A 2xx that is not what the endpoint answers (`expect`: a page of `parameters.items_field`, the
-      summaries' list, or an order) is retried like a 5xx and, if it persists, fails the sync naming
-      the URL: stopping there would be a silent partial sync. A predicate filter did this in Jinja,
-      parsing every page a second time.
+      summaries' list, or an order; see `answer_problem`) is retried, and fails the sync naming the URL
+      on its third time in a row: stopping there would be a silent partial sync, and waiting through
+      six backoffs for an answer that will not change (an HTML page from a proxy or captive portal)
+      only delays the error. An answer that is not JSON at all is a config error (something other than
+      Klarna answers); JSON of the wrong shape a system error to report.
     - A 400 about the page size or offset is the connector's fault, not the user's: a system error
       that asks to report it, instead of the config error "check start_date" other 400s get.
+    - A host that does not resolve and a TLS certificate this machine refuses fail at once, as config
+      errors naming the host and the fix, instead of being retried like a reset connection.
+    - Every failure that will not change is remembered for the sync (`SyncFailures`), so the other
+      partitions of that endpoint fail at once, with the same error, without a request.
 
     With `warn_once_on_ignore` (the order endpoint), a response the filters IGNORE (an order Klarna no
     longer returns) is logged as a warning, once per order and sync; the CDK logs it at INFO.
@@ -636,6 +759,8 @@ class KlarnaErrorHandler(DefaultErrorHandler):
     expect: str = "page"
     items_field: Optional[str] = None
     warn_once_on_ignore: bool = False
+
+    FOREIGN_ANSWERS_BEFORE_FAILING = 3
 
     def __post_init__(self, parameters: Mapping[str, Any]) -> None:
         super().__post_init__(parameters or {})
@@ -648,35 +773,59 @@ class KlarnaErrorHandler(DefaultErrorHandler):
             response = response_or_exception
             url = str(response.url or "").split("?", 1)[0]
             if 200 <= response.status_code < 300:
-                problem = answer_problem(parsed_body(response), self.expect, self._items_field)
+                problem = answer_problem(parsed_body(response), self.expect, self._items_field, _requested_page_size(response))
                 if problem:
-                    return ErrorResolution(
-                        response_action=ResponseAction.RETRY,
-                        failure_type=FailureType.system_error,
-                        error_message=f"Klarna's answer to {url} was not {EXPECTED_ANSWERS[self.expect].format(items=self._items_field)} "
-                        f"({problem}) through every retry. Retry the sync later; if it persists, report it with this URL.",
-                    )
+                    return self._foreign_answer(response, url, problem)
+                SYNC_FAILURES.of(self.config).proper_answer(str(response.url))
             reasons = _paging_refused(response)
             if reasons:
                 body = parsed_body(response)
-                return ErrorResolution(
+                return self._remembered(url, ErrorResolution(
                     response_action=ResponseAction.FAIL,
                     failure_type=FailureType.system_error,
                     error_message=f"Klarna refused the page size or offset the connector asked {url} for (HTTP 400): "
                     f"{reasons} (correlation_id {body.get('correlation_id')}). No setting fixes this: report it "
                     "to the connector's maintainers with this correlation_id.",
-                )
+                ))
         resolution = super().interpret_response(response_or_exception)
-        if (
-            self.warn_once_on_ignore
-            and resolution.response_action == ResponseAction.IGNORE
-            and isinstance(response_or_exception, requests.Response)
-        ):
+        if isinstance(response_or_exception, requests.Response):
             url = str(response_or_exception.url or "").split("?", 1)[0]
-            if GONE_ORDERS.first_report(self.config, url):
+            if resolution.response_action == ResponseAction.FAIL:
+                return self._remembered(url, resolution)
+            if self.warn_once_on_ignore and resolution.response_action == ResponseAction.IGNORE and GONE_ORDERS.first_report(self.config, url):
                 LOGGER.warning(resolution.error_message or f"Klarna no longer returns the order at {url} (HTTP 404): skipped.")
         return resolution
 
+    def _remembered(self, url: str, resolution: ErrorResolution, whole_host: bool = False) -> ErrorResolution:
+        SYNC_FAILURES.of(self.config).remember(url, resolution, whole_host)
+        return resolution
+
+    def _foreign_answer(self, response: requests.Response, url: str, problem: str) -> ErrorResolution:
+        """A 2xx that is not Klarna's answer: retried, then a failure on its third time in a row."""
+        times = SYNC_FAILURES.of(self.config).foreign_answer(str(response.url))
+        what = EXPECTED_ANSWERS[self.expect].format(items=self._items_field)
+        content_type = str(response.headers.get("Content-Type") or "").split(";", 1)[0].strip()
+        if parsed_body(response) is _UNPARSABLE and "json" not in content_type.lower():
+            page = "an HTML page" if "html" in content_type.lower() else f"a {content_type or 'typeless'} body"
+            resolution = ErrorResolution(
+                response_action=ResponseAction.RETRY,
+                failure_type=FailureType.config_error,
+                error_message=f"{url} answered {page} (Content-Type {content_type or 'none'}), not {what}, {times} times in a row: "
+                "something between this machine and Klarna answers instead of Klarna (a proxy, a captive portal, a "
+                f"firewall's login page), or base_url_override points elsewhere. Check base_url_override and the network "
+                f"path to {urlsplit(url).hostname}.",
+            )
+        else:
+            resolution = ErrorResolution(
+                response_action=ResponseAction.RETRY,
+                failure_type=FailureType.system_error,
+                error_message=f"Klarna's answer to {url} was not {what} ({problem}), {times} times in a row. If base_url_override "
+                "is set, check that it points at Klarna's (or Kustom's) API; otherwise report it to the connector's "
+                "maintainers with this URL.",
+            )
+        if times < self.FOREIGN_ANSWERS_BEFORE_FAILING:
+            return resolution
+        return self._remembered(url, ErrorResolution(ResponseAction.FAIL, resolution.failure_type, resolution.error_message))
 
     def _endpoint(self) -> str:
         if self.expect == "page":
@@ -684,15 +833,19 @@ class KlarnaErrorHandler(DefaultErrorHandler):
         return {"list": "/settlements/v1/payouts/summary", "order": "/ordermanagement/v1/orders/{order_id}"}[self.expect]
 
     def _transport_failure(self, exception: requests.RequestException) -> ErrorResolution:
-        """No answer at all (reset, cut body, timeout): the CDK's resolution, worded with the URL.
-
-        The CDK's own message names only the exception; after the last retry the user would not know
-        which of Klarna's endpoints failed."""
-        resolution = super().interpret_response(exception)
+        """No answer at all. A host that does not resolve or a refused certificate fails at once (a
+        config error, remembered for the whole host); a reset, a cut body or a timeout keeps the CDK's
+        retries, worded with the URL: the CDK's own message names only the exception, and after the last
+        retry the user would not know which of Klarna's endpoints failed."""
         request = getattr(exception, "request", None)
+        full_url = str(getattr(request, "url", "") or "")
         # A body cut short fails while requests reads it, before it attaches the request: then the
         # endpoint this handler serves is named instead.
-        url = str(getattr(request, "url", "") or "").split("?", 1)[0] or self._endpoint()
+        url = full_url.split("?", 1)[0] or self._endpoint()
+        deterministic = deterministic_transport_failure(exception, url, self.config)
+        if deterministic and full_url:
+            return self._remembered(full_url, ErrorResolution(ResponseAction.FAIL, FailureType.config_error, deterministic), whole_host=True)
+        resolution = super().interpret_response(exception)
         return ErrorResolution(
             response_action=resolution.response_action,
             failure_type=resolution.failure_type or FailureType.transient_error,
@@ -914,24 +1067,31 @@ class RateLimitPacer:
         return min(self.cap, max(share, max(1.0, self._limit * self.FLOOR_SHARE) / self._window))
 
 
-class RateLimitPacers:
-    """One pacer per sync: every component of a sync is built with the source's one config object, so
-    pacers are kept per config object (each entry holds its config, so the id() it is keyed by cannot be
-    reused while the entry lives)."""
+PerSyncObject = TypeVar("PerSyncObject")
 
-    def __init__(self) -> None:
-        self._pacers: Dict[int, Tuple[Any, RateLimitPacer]] = {}
+
+class PerSync(Generic[PerSyncObject]):
+    """One object per sync, for what every stream of a sync shares (the rate-limit pacer, what failed).
+
+    Every component of a sync is built with the source's one config object, so objects are kept per
+    config object; each entry holds its config, so the id() it is keyed by cannot be reused while the
+    entry lives."""
+
+    def __init__(self, make: Optional[Callable[[], PerSyncObject]] = None) -> None:
+        self._make = make
+        self._objects: Dict[int, Tuple[Any, PerSyncObject]] = {}
         self._lock = threading.Lock()
 
-    def for_config(self, config: Any, make: Callable[[], RateLimitPacer]) -> RateLimitPacer:
+    def of(self, config: Any, make: Optional[Callable[[], PerSyncObject]] = None) -> PerSyncObject:
         with self._lock:
-            entry = self._pacers.get(id(config))
+            entry = self._objects.get(id(config))
             if entry is None or entry[0] is not config:
-                entry = self._pacers[id(config)] = (config, make())
+                entry = self._objects[id(config)] = (config, (make or self._make)())  # type: ignore[misc]
             return entry[1]
 
 
-RATE_LIMIT_PACERS = RateLimitPacers()
+RATE_LIMIT_PACERS: PerSync[RateLimitPacer] = PerSync()
+SYNC_FAILURES = PerSync(SyncFailures)
 
 
 @dataclass
@@ -962,7 +1122,7 @@ class PacedBasicHttpAuthenticator(BasicHttpAuthenticator):
             return float(text) if text.strip() not in ("", "None") else None
 
         limit, reserve, cap = number(self.assumed_limit), number(self.reserve_percent), number(self.max_requests_per_second)
-        self._pacer = RATE_LIMIT_PACERS.for_config(
+        self._pacer = RATE_LIMIT_PACERS.of(
             self.config,
             lambda: RateLimitPacer(assumed_limit=limit or 200, reserve=(20 if reserve is None else reserve) / 100, cap=cap),
         )
@@ -978,6 +1138,10 @@ class PacedBasicHttpAuthenticator(BasicHttpAuthenticator):
             # replaces with the spec's secrets once it has the config).
             add_to_secrets(self.token.split(" ", 1)[-1])
             self._token_registered = True
+        failure = SYNC_FAILURES.of(self.config).failure_for(str(request.url))
+        if failure is not None:
+            # The same answer met this endpoint (or host) earlier in the sync and will not change.
+            raise AirbyteTracedException(message=failure.error_message, internal_message=failure.error_message, failure_type=failure.failure_type)
         self._pacer.wait_turn()
         return super().__call__(request)
 

@@ -22,6 +22,7 @@ from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from source_klarna.config_checks import validate_config
 from source_klarna.credentials_probe import rejected_credentials_message
+from source_klarna.error_grouping import OneErrorPerCause
 from source_klarna.source import SourceKlarna, resolved_manifest, streams_and_cursor_formats
 from source_klarna.state_checks import read_state_file
 
@@ -58,12 +59,27 @@ class KlarnaEntrypoint(AirbyteEntrypoint):
 
 
 def launch(source: SourceKlarna, args: List[str]) -> None:
-    """airbyte_cdk.entrypoint.launch, through KlarnaEntrypoint."""
+    """airbyte_cdk.entrypoint.launch, through KlarnaEntrypoint, with one error per cause."""
     entrypoint = KlarnaEntrypoint(source)
     parsed_args = entrypoint.parse_args(args)
-    with PRINT_BUFFER:
-        for message in entrypoint.run(parsed_args):
-            print(f"{message}\n", end="")
+    grouping = OneErrorPerCause(lambda message: print(f"{message}\n", end=""))
+    try:
+        with PRINT_BUFFER:
+            try:
+                for message in entrypoint.run(parsed_args):
+                    grouping.feed(message)
+            finally:
+                grouping.flush()
+    except AirbyteTracedException as error:
+        # The CDK ends a read whose streams failed with one more error that repeats every partition's
+        # exception (36 lines for 36 failed months), logged with a traceback. Each stream's error has
+        # been reported above, once per cause: that is the whole story, so the sync just ends.
+        if not grouping.reported or not (error.message or "").startswith(FAILED_STREAMS):
+            raise
+        sys.exit(1)
+
+
+FAILED_STREAMS = "During the sync, the following streams did not sync successfully: "
 
 
 def _config_error_exit(command: str, error: AirbyteTracedException) -> None:

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import socket
+import ssl
+
 import orjson
 import pytest
 import requests
 
 from airbyte_cdk.models import FailureType
-from airbyte_cdk.sources.streams.http.error_handlers.response_models import ResponseAction
-from source_klarna.components import KlarnaErrorHandler, KlarnaOffsetPagination, parsed_body
+from airbyte_cdk.sources.streams.http.error_handlers.response_models import ErrorResolution, ResponseAction
+from airbyte_cdk.utils.traced_exception import AirbyteTracedException
+from source_klarna.components import (
+    SYNC_FAILURES,
+    KlarnaErrorHandler,
+    KlarnaOffsetPagination,
+    PacedBasicHttpAuthenticator,
+    endpoint_of,
+    parsed_body,
+)
 from unit_tests.mock_server import response_builder as rb
 
 URL = "https://api.klarna.com/settlements/v1/payouts?size=500"
@@ -27,21 +38,105 @@ def _handler(expect: str = "page", items_field: str = "payouts") -> KlarnaErrorH
 
 
 @pytest.mark.parametrize(
-    "body, raw, reason",
+    "body, raw, content_type, failure_type, reason",
     [
-        (None, b'{"payouts": [', "not JSON"),
-        ({"payouts": []}, None, "no pagination block"),
-        ({"payouts": None, "pagination": {"count": 0}}, None, "no payouts list"),
-        ([1, 2], None, "not a JSON object"),
+        (None, b'{"payouts": [', "application/json", FailureType.system_error, "was not a page of payouts (not JSON"),
+        ({"payouts": [{}] * 500}, None, "application/json", FailureType.system_error, "a full page of 500 payouts without a pagination block"),
+        ({"payouts": None, "pagination": {"count": 3}}, None, "application/json", FailureType.system_error, "no payouts list"),
+        ([1, 2], None, "application/json", FailureType.system_error, "not a JSON object"),
+        (None, b"<html>Please log in</html>", "text/html", FailureType.config_error, "answered an HTML page (Content-Type text/html)"),
+        (None, b"Welcome", None, FailureType.config_error, "answered a typeless body (Content-Type none)"),
     ],
 )
-def test_a_2xx_that_is_not_a_page_is_retried_with_the_url_in_the_message(body, raw, reason):
-    resolution = _handler().interpret_response(_response(200, body, raw))
+def test_a_2xx_that_is_not_a_page_is_retried_twice_then_fails_with_the_url_in_the_message(body, raw, content_type, failure_type, reason):
+    handler = _handler()
 
-    assert resolution.response_action == ResponseAction.RETRY
-    assert resolution.failure_type == FailureType.system_error
-    assert "https://api.klarna.com/settlements/v1/payouts was not a page of payouts" in resolution.error_message
-    assert reason in resolution.error_message
+    def answer():
+        response = _response(200, body, raw)
+        if content_type:
+            response.headers["Content-Type"] = content_type
+        return handler.interpret_response(response)
+
+    resolutions = [answer() for _ in range(3)]
+
+    assert [r.response_action for r in resolutions] == [ResponseAction.RETRY, ResponseAction.RETRY, ResponseAction.FAIL]
+    assert {r.failure_type for r in resolutions} == {failure_type}
+    assert "https://api.klarna.com/settlements/v1/payouts" in resolutions[-1].error_message
+    assert reason in resolutions[-1].error_message and "3 times in a row" in resolutions[-1].error_message
+    assert "retry" not in resolutions[-1].error_message.lower()
+
+
+def test_a_proper_answer_between_two_foreign_ones_starts_the_count_again():
+    handler = _handler()
+    foreign, page = _response(200, raw=b"<html/>"), _response(200, rb.page("payouts", []))
+
+    actions = [handler.interpret_response(r).response_action for r in (foreign, foreign, page, foreign, foreign)]
+
+    assert actions == [ResponseAction.RETRY, ResponseAction.RETRY, ResponseAction.SUCCESS, ResponseAction.RETRY, ResponseAction.RETRY]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"payouts": [{}] * 20}, {"payouts": []}, {"payouts": None, "pagination": {"count": 0}}, {"payouts": None, "pagination": {"count": 0, "total": 0}}],
+)
+def test_shapes_whose_meaning_is_unambiguous_are_successes(body):
+    assert _handler().interpret_response(_response(200, body)).response_action == ResponseAction.SUCCESS
+
+
+def test_what_will_not_change_is_remembered_for_the_sync_and_the_authenticator_refuses_to_ask_again():
+    config = {"username": "K1_user", "password": "pw"}
+    resolution = ErrorResolution(ResponseAction.FAIL, FailureType.config_error, "HTTP 404 from the summary")
+
+    SYNC_FAILURES.of(config).remember("https://api.klarna.com/settlements/v1/payouts/summary?start_date=2024-01-01T00:00:00Z", resolution)
+
+    authenticator = PacedBasicHttpAuthenticator(username="u", password="p", config=config, parameters={})
+    other_month = requests.Request("GET", "https://api.klarna.com/settlements/v1/payouts/summary?start_date=2024-02-01T00:00:00Z").prepare()
+    with pytest.raises(AirbyteTracedException) as raised:
+        authenticator(other_month)
+    assert raised.value.message == "HTTP 404 from the summary" and raised.value.failure_type == FailureType.config_error
+    payouts = requests.Request("GET", "https://api.klarna.com/settlements/v1/payouts").prepare()
+    assert authenticator(payouts).headers["Authorization"].startswith("Basic ")  # another endpoint still asks
+
+
+def test_an_orders_endpoint_is_one_endpoint_for_every_order():
+    assert endpoint_of("https://api.klarna.com/ordermanagement/v1/orders/o-1?x=1") == endpoint_of("https://api.klarna.com/ordermanagement/v1/orders/o-2")
+    assert endpoint_of("https://u:p@api.klarna.com/settlements/v1/payouts?size=500") == "https://api.klarna.com/settlements/v1/payouts"
+
+
+def test_a_host_that_does_not_resolve_fails_at_once_as_a_config_error_for_the_whole_host():
+    config = {"username": "K1_user", "password": "pw", "base_url_override": "https://klarna-proxy.example.invalid"}
+    handler = KlarnaErrorHandler(config=config, parameters={}, items_field="payouts")
+    error = requests.exceptions.ConnectionError(socket.gaierror(socket.EAI_NONAME, "Name or service not known"))
+    error.request = requests.Request("GET", "https://klarna-proxy.example.invalid/settlements/v1/payouts?size=500").prepare()
+
+    resolution = handler.interpret_response(error)
+
+    assert resolution.response_action == ResponseAction.FAIL and resolution.failure_type == FailureType.config_error
+    assert resolution.error_message.startswith("The host klarna-proxy.example.invalid of https://klarna-proxy.example.invalid/settlements/v1/payouts does not resolve")
+    assert "check base_url_override (https://klarna-proxy.example.invalid)" in resolution.error_message
+    assert SYNC_FAILURES.of(config).failure_for("https://klarna-proxy.example.invalid/ordermanagement/v1/orders/o1") is resolution
+
+
+def test_a_resolver_that_does_not_answer_is_retried():
+    handler = _handler()
+    error = requests.exceptions.ConnectionError(socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution"))
+    error.request = requests.Request("GET", URL).prepare()
+
+    assert handler.interpret_response(error).response_action == ResponseAction.RETRY
+
+
+def test_a_refused_tls_certificate_fails_at_once_naming_the_host_and_the_trust_store():
+    handler = _handler()
+    cause = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    cause.verify_message = "self-signed certificate"
+    error = requests.exceptions.SSLError(cause)
+    error.request = requests.Request("GET", URL).prepare()
+
+    resolution = handler.interpret_response(error)
+
+    assert resolution.response_action == ResponseAction.FAIL and resolution.failure_type == FailureType.config_error
+    assert "api.klarna.com presented a TLS certificate this machine does not trust (self-signed certificate)" in resolution.error_message
+    assert "REQUESTS_CA_BUNDLE" in resolution.error_message
 
 
 def test_a_page_is_a_success_and_its_body_is_parsed_once():

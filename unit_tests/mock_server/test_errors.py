@@ -145,25 +145,51 @@ def test_rate_limit_without_retry_after_backs_off_exponentially(requests_mock):
     assert any("corr-429" in e.trace.error.message for e in output.errors)
 
 
+JSON = {"Content-Type": "application/json"}
+
+
 @pytest.mark.parametrize(
-    "body",
+    "body, failure_type, words",
     [
-        pytest.param({"text": '{"payouts": [{"payment_reference": "A"'}, id="truncated-json"),
-        pytest.param({"text": "<html>Bad gateway</html>"}, id="not-json"),
-        pytest.param({"json": {"payouts": [rb.payout("A")]}}, id="no-pagination"),
-        pytest.param({"json": {"payouts": None, "pagination": {"count": 0, "total": 5, "offset": 0}}}, id="null-list"),
+        pytest.param({"text": '{"payouts": [{"payment_reference": "A"', "headers": JSON}, FailureType.system_error,
+                     "was not a page of payouts (not JSON: cut short, or not Klarna's), 3 times in a row", id="truncated-json"),
+        pytest.param({"text": "<html>Bad gateway</html>", "headers": {"Content-Type": "text/html; charset=utf-8"}}, FailureType.config_error,
+                     "answered an HTML page (Content-Type text/html), not a page of payouts, 3 times in a row", id="html"),
+        pytest.param({"json": {"payouts": None, "pagination": {"count": 0, "total": 5, "offset": 0}}}, FailureType.system_error,
+                     "was not a page of payouts (no payouts list), 3 times in a row", id="null-list-with-a-total"),
+        pytest.param({"json": {"payouts": [rb.payout(str(n)) for n in range(500)]}}, FailureType.system_error,
+                     "a full page of 500 payouts without a pagination block", id="full-page-without-pagination"),
     ],
 )
-def test_an_answer_that_is_not_a_page_is_retried_then_fails_instead_of_ending_the_stream(requests_mock, body):
+def test_an_answer_that_is_not_a_page_is_asked_three_times_then_fails_instead_of_ending_the_stream(requests_mock, body, failure_type, words):
     requests_mock.get(KlarnaMock(requests_mock).requests.payouts_url(), status_code=200, **body)
 
     output = read_streams(ConfigBuilder().with_start_date(RECENT).build(), PAYOUTS, expecting_exception=True)
 
     error = _first_error(output)
-    assert error.failure_type == FailureType.system_error
-    assert "was not a page of payouts" in error.message
+    assert error.failure_type == failure_type
+    assert words in error.message
+    assert "retry" not in error.message.lower()  # the answer will not change
     assert records_of(output, "payouts") == []
-    assert len(requests_mock.request_history) == 7
+    assert len(requests_mock.request_history) == 3
+
+
+@pytest.mark.parametrize(
+    "page",
+    [
+        pytest.param({"payouts": [rb.payout("A", RECENT)]}, id="short-page-without-pagination"),
+        pytest.param({"payouts": None, "pagination": {"count": 0, "total": 0, "offset": 0}}, id="null-list-of-an-empty-page"),
+        pytest.param({"payouts": None, "pagination": {"count": 0}}, id="null-list-with-a-zero-count"),
+    ],
+)
+def test_shapes_whose_meaning_is_unambiguous_are_read(requests_mock, page):
+    requests_mock.get(KlarnaMock(requests_mock).requests.payouts_url(), json=page)
+
+    output = read_streams(ConfigBuilder().with_start_date(RECENT).build(), PAYOUTS)
+
+    assert not output.errors
+    assert [r["payment_reference"] for r in records_of(output, "payouts")] == [p["payment_reference"] for p in page["payouts"] or []]
+    assert len(requests_mock.request_history) == 1
 
 
 def test_an_answer_with_unknown_fields_is_kept_whole(requests_mock):

@@ -75,3 +75,16 @@ def test_the_next_sync_rereads_the_last_month_and_the_one_before(requests_mock):
 
     months = sorted({r["summary_month"] for r in records_of(second, "payout_summaries")})
     assert months == [_iso(_month_start(1)), _iso(_month_start(0))]
+
+
+def test_a_404_on_the_summary_is_not_asked_again_for_every_month(requests_mock):
+    # Three years of months: once the endpoint answered 404, the other months fail with the same error
+    # without a request (only those already in flight were sent).
+    requests_mock.get(KlarnaMock(requests_mock).requests.summary_url(), status_code=404, json=rb.error("NOT_FOUND", correlation_id="corr-404"))
+
+    output = read_streams(ConfigBuilder().with_start_date(_iso(_month_start(36))).build(), STREAMS, expecting_exception=True)
+
+    messages = {e.trace.error.message for e in output.errors if e.trace.error.stream_descriptor}
+    assert len(messages) == 1 and "answered HTTP 404 (correlation_id corr-404)" in messages.pop()
+    assert len(output.errors) >= 36  # one per month (the entrypoint prints them once: unit_tests/test_error_grouping.py)
+    assert len(requests_mock.request_history) <= 12  # the default concurrency

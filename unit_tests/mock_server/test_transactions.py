@@ -175,3 +175,18 @@ def _state(output):
     from unit_tests.mock_server.reader import state_for
 
     return state_for({"transactions": final_state(output, "transactions")})
+
+
+def test_a_payout_with_no_transactions_yields_none_is_listed_as_read_and_is_not_asked_again(requests_mock):
+    # Klarna may settle a payout with no transactions of its own (e.g. a debt carried over): its
+    # transactions page is empty, with a count of 0. That is an answer, not a failure.
+    payouts = [rb.payout("A", "2024-02-09T06:00:00Z"), rb.payout("EMPTY", "2024-02-10T06:00:00Z")]
+    klarna = _account(requests_mock, payouts, {"A": _rows("A", 2), "EMPTY": []})
+    first = read_streams(ConfigBuilder().build(), STREAMS)
+
+    second = read_streams(ConfigBuilder().build(), STREAMS, state=_state(first))
+
+    assert not first.errors and not second.errors
+    assert {r["payment_reference"] for r in records_of(first, "transactions")} == {"A"}
+    assert final_state(first, "transactions")["parent_state"]["payouts"]["payouts_read"]["EMPTY"] == "2024-02-10T06:00:00Z"
+    assert sorted(query_of(u)["payment_reference"] for u in klarna.urls("/transactions")) == ["A", "EMPTY"]
