@@ -39,6 +39,13 @@ unit: install
 integration: install
 	$(BIN)/pytest -q integration_tests
 
+## Rewrite manifest.yaml's `schemas:` section (between its markers) from reference/*.openapi.yml and
+## scripts/schema_decisions.yaml. Only the venv's Python is needed: the wheel is rebuilt by the next install.
+.PHONY: schemas
+schemas:
+	test -x $(BIN)/python || $(MAKE) install
+	$(BIN)/python -m scripts.openapi_schemas
+
 ## Speed and memory figures (not a test): see README's Performance section.
 bench: install
 	$(BIN)/python bench/bench.py $(BENCH_ARGS)

@@ -7,17 +7,14 @@ from typing import Any, Iterator, Mapping, Tuple
 
 import pytest
 
-from openapi_schemas import STREAM_COMPONENTS, load_components
+from scripts.openapi_schemas import STREAM_COMPONENTS, load_components, load_decisions
 from source_klarna import SourceKlarna
 
 CONFIG = {"username": "u", "password": "p", "start_date": "2024-01-01T00:00:00Z"}
+# What the connector decides about each stream's schema (scripts/schema_decisions.yaml).
+DECISIONS = {stream: load_decisions()["streams"].get(stream, {}) for stream in STREAM_COMPONENTS}
 ADDED_BY_THE_CONNECTOR = {
-    "transactions": {"transaction_key", "payout_date"},
-    "payout_summaries": {"summary_month"},
-    # payout_date: of the payout whose transaction brought the order into the sync (the cursor).
-    "orders": {"payout_date"},
-    "captures": {"order_id", "payout_date"},
-    "refunds": {"order_id", "payout_date"},
+    stream: set(decision.get("added_first", {})) | set(decision.get("added", {})) for stream, decision in DECISIONS.items()
 }
 
 
@@ -46,7 +43,8 @@ def _types(schema: Mapping[str, Any]) -> set:
 
 @pytest.mark.parametrize("stream", sorted(STREAM_COMPONENTS))
 def test_schema_covers_every_openapi_field_type_format_and_enum(stream_schemas, stream):
-    path, component, keys = STREAM_COMPONENTS[stream]
+    path, component = STREAM_COMPONENTS[stream]
+    keys = DECISIONS[stream].get("required", [])
     components = load_components(path)
     for where, openapi, ours in _walk(components[component], stream_schemas[stream], components, stream):
         kind = openapi.get("type", "object" if "properties" in openapi else None)
@@ -64,7 +62,7 @@ def test_schema_covers_every_openapi_field_type_format_and_enum(stream_schemas, 
 
 @pytest.mark.parametrize("stream", sorted(STREAM_COMPONENTS))
 def test_schema_has_no_field_klarna_does_not_publish_except_ours(stream_schemas, stream):
-    path, component, _ = STREAM_COMPONENTS[stream]
+    path, component = STREAM_COMPONENTS[stream]
     published = set(load_components(path)[component]["properties"])
     ours = set(stream_schemas[stream]["properties"])
 
@@ -113,3 +111,34 @@ def test_money_of_orders_and_items_is_integer_minor_units(stream_schemas):
         assert "integer" in _types(orders[name]), name
     assert "integer" in _types(stream_schemas["captures"]["properties"]["captured_amount"])
     assert "integer" in _types(stream_schemas["refunds"]["properties"]["refunded_amount"])
+
+
+def _described_as_personal(schema: Mapping[str, Any], note: str, path: str = "") -> Iterator[str]:
+    if note in schema.get("description", "") and path:
+        yield path
+    for name, sub in schema.get("properties", {}).items():
+        yield from _described_as_personal(sub, note, f"{path}.{name}" if path else name)
+    if "items" in schema:
+        yield from _described_as_personal(schema["items"], note, f"{path}[]")
+
+
+def _has_field(schema: Mapping[str, Any], pointer: list) -> bool:
+    for part in pointer:
+        schema = schema.get("items") if part == "*" else schema.get("properties", {}).get(part)
+        if schema is None:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("stream", sorted(STREAM_COMPONENTS))
+def test_the_fields_described_as_personal_data_are_those_the_switch_removes(stream_schemas, stream):
+    manifest_stream = next(s for s in SourceKlarna(config=CONFIG).resolved_manifest["streams"] if s["name"] == stream)
+    removed = {
+        ".".join(pointer).replace(".*", "[]")
+        for transformation in manifest_stream.get("transformations", [])
+        if transformation.get("class_name", "").endswith(".RemoveFieldsUnlessConfigured")
+        for pointer in transformation["field_pointers"]
+        if _has_field(stream_schemas[stream], pointer)
+    }
+
+    assert set(_described_as_personal(stream_schemas[stream], load_decisions()["personal_data_note"])) == removed
