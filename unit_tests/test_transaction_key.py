@@ -60,7 +60,7 @@ def test_a_field_klarna_adds_later_does_not_change_the_key():
 
 
 def test_every_openapi_transaction_field_enters_the_key():
-    from openapi_schemas import SETTLEMENTS_OPENAPI, load_components
+    from scripts.openapi_schemas import SETTLEMENTS_OPENAPI, load_components
 
     assert set(TRANSACTION_KEY_FIELDS) == set(load_components(SETTLEMENTS_OPENAPI)["Transaction"]["properties"])
     for name in TRANSACTION_KEY_FIELDS:
