@@ -921,3 +921,26 @@ def test_cli_rejects_bad_arguments():
                              timeout=20)
         assert res.returncode == 2, (bad, res)
         assert res.stdout == b""
+
+
+# --------------------------------------------------------------------------- golden reading
+
+def _golden_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("klarna_emulator_golden", HERE.parent / "golden.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_golden_reading_reaches_every_endpoint_and_is_reproducible():
+    """emulator/golden.py is the byte-for-byte proof of refactors (run with --against REV): its reading
+    must keep running against the package, reach every endpoint, and hash the same bytes twice."""
+    golden = _golden_module()
+    specs = [s for s in golden.golden_specs() if s[0] in ("growth", "edge")]
+    first, second = golden.digest_lines(specs), golden.digest_lines(specs)
+    assert first == second
+    assert len(first) == 2 * len(golden.ENDPOINTS) + 1
+    assert all(int(line.split()[2]) > 0 for line in first[:-1]), first
+    assert len({line.split()[3] for line in first[:-1]}) == len(first) - 1, "every digest covers other answers"
