@@ -5,7 +5,8 @@ and ``Dataset`` (deterministic data, see dataset.py for the sign convention),
 ``FaultConfig`` (knobs, see faults.py). Run ``python -m klarna_emulator --help``.
 """
 from .client import EmulatorStartError, KlarnaEmulator
-from .dataset import Dataset, DatasetSpec, format_datetime, parse_datetime
+from .dataset import Dataset, DatasetSpec
+from .dates import format_datetime, parse_datetime
 from .faults import FaultConfig
 
 __all__ = ["KlarnaEmulator", "EmulatorStartError", "DatasetSpec", "Dataset", "FaultConfig",

@@ -21,7 +21,8 @@ import threading
 import urllib.error
 import urllib.request
 
-from .dataset import Dataset, DatasetSpec, format_datetime, parse_datetime
+from .dataset import Dataset, DatasetSpec
+from .dates import format_datetime, parse_datetime
 from .faults import FaultConfig
 
 __all__ = ["KlarnaEmulator", "EmulatorStartError"]

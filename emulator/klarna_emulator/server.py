@@ -35,7 +35,8 @@ from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
-from .dataset import Dataset, parse_datetime
+from .dataset import Dataset
+from .dates import parse_datetime
 from .faults import FaultConfig, FaultController, retry_after_header
 
 __all__ = ["EmulatorState", "EmulatorHTTPServer", "start_server", "DEFAULT_SIZE", "MAX_SIZE"]
