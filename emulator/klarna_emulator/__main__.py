@@ -61,7 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--password", default="emulator-secret")
     f = p.add_argument_group("faults (fractions 0..1 unless noted)")
     f.add_argument("--latency-ms", type=float, default=0.0)
-    f.add_argument("--rate-limit-rps", type=float, default=0.0, help="0 = off")
+    f.add_argument("--rate-limit-rps", type=float, default=0.0,
+                   help="the merchant's quota per 1-second window (a whole number); 0 = not enforced")
+    f.add_argument("--other-traffic-rps", type=float, default=0.0,
+                   help="requests/s of the same quota used by the merchant's other traffic (its checkout)")
     f.add_argument("--no-retry-after", action="store_true", help="omit Retry-After on 429")
     f.add_argument("--error-5xx", type=float, default=0.0)
     f.add_argument("--connection-reset", type=float, default=0.0)
@@ -89,6 +92,7 @@ def main(argv=None) -> int:
         )
         faults = FaultConfig(
             latency_ms=args.latency_ms, rate_limit_rps=args.rate_limit_rps or None,
+            other_traffic_rps=args.other_traffic_rps,
             retry_after=not args.no_retry_after, error_5xx=args.error_5xx,
             connection_reset=args.connection_reset, truncated_body=args.truncated_body,
             invalid_json=args.invalid_json, slow=args.slow, slow_seconds=args.slow_seconds,

@@ -30,6 +30,7 @@ __all__ = ["KlarnaEmulator", "EmulatorStartError"]
 _KNOB_FLAGS = {
     "latency_ms": "--latency-ms",
     "rate_limit_rps": "--rate-limit-rps",
+    "other_traffic_rps": "--other-traffic-rps",
     "error_5xx": "--error-5xx",
     "connection_reset": "--connection-reset",
     "truncated_body": "--truncated-body",
@@ -47,9 +48,9 @@ class EmulatorStartError(RuntimeError):
 class KlarnaEmulator:
     """Context manager around ``python -m klarna_emulator`` (a subprocess).
 
-    ``knobs`` are FaultConfig fields (latency_ms, rate_limit_rps, retry_after,
-    error_5xx, connection_reset, truncated_body, invalid_json, slow,
-    slow_seconds, fault_seed, fail_requests) applied at start.
+    ``knobs`` are FaultConfig fields (latency_ms, rate_limit_rps, other_traffic_rps,
+    retry_after, error_5xx, connection_reset, truncated_body, invalid_json, slow,
+    slow_seconds, fault_seed, fail_requests) applied at start (see faults.py).
     """
 
     def __init__(self, spec: DatasetSpec | None = None, username: str = "emulator",

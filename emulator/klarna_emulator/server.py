@@ -29,6 +29,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 import uuid
 from collections import Counter, deque
 from dataclasses import asdict
@@ -37,7 +38,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from .dataset import Dataset
 from .dates import parse_datetime
-from .faults import FaultConfig, FaultController, retry_after_header
+from .faults import FaultConfig, FaultController, RateLimitReading, retry_after_header
 
 __all__ = ["EmulatorState", "EmulatorHTTPServer", "start_server", "DEFAULT_SIZE", "MAX_SIZE"]
 
@@ -75,10 +76,10 @@ class EmulatorState:
     """Everything a request handler needs: data, credentials, knobs, request log."""
 
     def __init__(self, dataset: Dataset, username: str, password: str, faults: FaultConfig | None = None,
-                 verbose: bool = False):
+                 verbose: bool = False, clock=time.monotonic):
         self.dataset = dataset
         self.username, self.password = username, password
-        self.faults = FaultController(faults or FaultConfig())
+        self.faults = FaultController(faults or FaultConfig(), clock=clock)
         self.verbose = verbose
         self.shutdown_event = threading.Event()
         self._lock = threading.Lock()
@@ -108,7 +109,10 @@ class EmulatorState:
             self._n += 1
             return self._n
 
-    def record(self, n, method, path, query, status, fault, endpoint):
+    def record(self, n, method, path, query, status, fault, endpoint, rate: RateLimitReading | None = None):
+        """Log one API request; ``rate``: the rate-limit headers its answer carries (None: no answer)."""
+        if rate is not None:
+            self.faults.limiter.saw_remaining(rate.remaining)
         with self._lock:
             self._log.append({"n": n, "method": method, "path": path, "query": query, "status": status,
                               "fault": fault, "endpoint": endpoint})
@@ -132,6 +136,7 @@ class EmulatorState:
             self._by_endpoint.clear()
             self._faults.clear()
             self._rate_limited = 0
+        self.faults.limiter.reset()
 
     def stats(self) -> dict:
         with self._lock:
@@ -140,6 +145,7 @@ class EmulatorState:
                 "request_number": self._n,
                 "by_status": dict(sorted(self._by_status.items())),
                 "rate_limited": self._rate_limited,
+                "rate_limit": self.faults.limiter.stats(),
                 "faults": dict(sorted(self._faults.items())),
                 "by_endpoint": dict(sorted(self._by_endpoint.items())),
             }
@@ -260,15 +266,19 @@ class KlarnaHandler(BaseHTTPRequestHandler):
             if match:
                 endpoint = name
                 break
-        config, fault, retry = state.faults.decide(n)
+        decision = state.faults.decide(n, endpoint)
+        config, fault, rate = decision.config, decision.fault, decision.rate
         if config.latency_ms > 0:
             state.shutdown_event.wait(config.latency_ms / 1000.0)
+        rate_headers = rate.headers()
 
         # NB: every request is recorded BEFORE its response is written, so a client that has
         # seen the response always finds it in /_emulator/requests and /_emulator/stats.
-        if retry is not None:
-            extra = (("Retry-After", retry_after_header(retry)),) if config.retry_after else ()
-            state.record(n, method, path, query, 429, "rate_limit", endpoint)
+        if fault == "rate_limit":
+            extra = rate_headers
+            if config.retry_after:
+                extra += (("Retry-After", retry_after_header(rate.seconds_to_reset)),)
+            state.record(n, method, path, query, 429, fault, endpoint, rate)
             self._send(429, error_body("RATE_LIMITED", "Too many requests, slow down.", cid), cid, extra)
             return
         if fault == "connection_reset":
@@ -278,8 +288,8 @@ class KlarnaHandler(BaseHTTPRequestHandler):
         if fault in ("error_5xx", "error_503", "error_500"):
             status = 500 if fault == "error_500" else 503
             code = "INTERNAL_SERVER_ERROR" if status == 500 else "SERVICE_UNAVAILABLE"
-            state.record(n, method, path, query, status, fault, endpoint)
-            self._send(status, error_body(code, "Injected server error (emulator).", cid), cid)
+            state.record(n, method, path, query, status, fault, endpoint, rate)
+            self._send(status, error_body(code, "Injected server error (emulator).", cid), cid, rate_headers)
             return
 
         try:
@@ -291,6 +301,7 @@ class KlarnaHandler(BaseHTTPRequestHandler):
                 import traceback
                 traceback.print_exc()
             status, payload, extra = 500, error_body("INTERNAL_SERVER_ERROR", f"emulator bug: {e!r}", cid), ()
+        extra = tuple(extra) + rate_headers
 
         if fault == "slow":
             state.shutdown_event.wait(config.slow_seconds)
@@ -298,7 +309,7 @@ class KlarnaHandler(BaseHTTPRequestHandler):
             if len(payload) < 2:
                 payload = payload + b" " * (2 - len(payload))
             head = self._head(status, "application/json", len(payload), cid, extra)
-            state.record(n, method, path, query, status, fault, endpoint)
+            state.record(n, method, path, query, status, fault, endpoint, rate)
             self._write(head + payload[: len(payload) // 2])
             self.close_connection = True
             return
@@ -307,7 +318,7 @@ class KlarnaHandler(BaseHTTPRequestHandler):
             payload = payload[: max(1, len(payload) // 2)]
             if payload[:1] not in (b"{", b"["):
                 payload = b"{" + payload
-        state.record(n, method, path, query, status, fault, endpoint)
+        state.record(n, method, path, query, status, fault, endpoint, rate)
         self._send(status, payload, cid, extra)
 
     def _reset_connection(self):

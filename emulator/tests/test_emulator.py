@@ -22,6 +22,7 @@ import yaml
 
 from klarna_emulator import Dataset, DatasetSpec, FaultConfig, KlarnaEmulator
 from klarna_emulator.dataset import TOTALS_BY_TYPE, format_datetime, parse_datetime
+from klarna_emulator.faults import FaultController, RateLimiter
 from reference import ORDER_MANAGEMENT_OPENAPI, SETTLEMENTS_OPENAPI
 
 HERE = Path(__file__).resolve().parent
@@ -678,6 +679,173 @@ def test_rate_limit_without_retry_after(knobs, schemas):
     for r in limited:
         assert_error(schemas, r, 429)
         assert "Retry-After" not in r.headers
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self, now=1000.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+def test_rate_limit_windows_count_quota_and_a_429_consumes_none():
+    clock = FakeClock()
+    limiter = RateLimiter(5, clock=clock)
+    readings = [limiter.admit() for _ in range(8)]
+    assert [r.allowed for r in readings] == [True] * 5 + [False] * 3
+    assert [r.remaining for r in readings] == [4, 3, 2, 1, 0, 0, 0, 0]
+    clock.now += 0.999  # still the first window
+    assert not limiter.admit().allowed
+    clock.now += 0.001  # the second window: the refused requests used none of its quota
+    assert [limiter.admit().remaining for _ in range(5)] == [4, 3, 2, 1, 0]
+    clock.now += 5.5  # windows without requests are not counted
+    r = limiter.admit()
+    assert r.allowed and r.remaining == 4 and r.seconds_to_reset == pytest.approx(0.5)
+    assert r.headers() == (("X-Ratelimit-Limit", "5, 5;w=1"), ("X-Ratelimit-Remaining", "4"),
+                           ("X-Ratelimit-Reset", "1"))
+    assert limiter.stats() == {"limit": 5, "enforced": True, "windows": 3,
+                               "other_traffic": {"requests": 0, "refused": 0}, "lowest_remaining": None}
+
+
+def test_rate_limit_other_traffic_shares_the_quota_arithmetically():
+    clock = FakeClock()
+    limiter = RateLimiter(10, other_traffic_rps=6, clock=clock)
+    clock.now += 0.5  # the other traffic has sent floor(6 * 0.5) = 3
+    assert [limiter.admit().remaining for _ in range(7)] == [6, 5, 4, 3, 2, 1, 0]
+    assert not limiter.admit().allowed
+    clock.now += 0.4  # t = 0.9: floor(5.4) = 5, the two new ones are refused
+    assert limiter.stats()["other_traffic"] == {"requests": 5, "refused": 2}
+    clock.now += 0.3  # next window, t = 0.2: the old one ended with 6 (one more refused), this one has 1
+    r = limiter.admit()
+    assert r.allowed and r.remaining == 10 - 1 - 1
+    stats = limiter.stats()
+    assert stats["other_traffic"] == {"requests": 7, "refused": 3} and stats["windows"] == 2
+    # a quota the other traffic alone uses up: every connector request is refused
+    busy = RateLimiter(4, other_traffic_rps=50, clock=clock)
+    clock.now += 0.1  # 5 due, 4 used, 1 refused
+    assert [busy.admit().allowed for _ in range(3)] == [False] * 3
+    assert busy.stats()["other_traffic"] == {"requests": 5, "refused": 1}
+
+
+def test_rate_limit_not_enforced_still_counts_against_klarnas_200():
+    clock = FakeClock()
+    limiter = RateLimiter(None, other_traffic_rps=400, clock=clock)
+    clock.now += 0.4  # 160 of 200 used by the other traffic
+    readings = [limiter.admit() for _ in range(45)]
+    assert all(r.allowed for r in readings), "nothing is enforced"
+    assert readings[0].remaining == 39 and readings[-1].remaining == 0
+    assert readings[0].headers()[0] == ("X-Ratelimit-Limit", "200, 200;w=1")
+    clock.now += 0.1  # the other traffic finds the quota used up: refused
+    assert limiter.stats()["other_traffic"] == {"requests": 200, "refused": 40}
+    assert limiter.stats()["enforced"] is False and limiter.stats()["limit"] == 200
+
+
+def test_rate_limit_reset_and_reconfigure():
+    clock = FakeClock()
+    limiter = RateLimiter(2, clock=clock)
+    limiter.admit(), limiter.admit()
+    limiter.saw_remaining(3), limiter.saw_remaining(1)
+    assert not limiter.admit().allowed
+    limiter.configure(3)  # a fresh window with the new quota; the statistics stay
+    assert [limiter.admit().remaining for _ in range(3)] == [2, 1, 0]
+    assert limiter.stats()["windows"] == 2 and limiter.stats()["lowest_remaining"] == 1
+    limiter.reset()
+    assert limiter.stats() == {"limit": 3, "enforced": True, "windows": 0,
+                               "other_traffic": {"requests": 0, "refused": 0}, "lowest_remaining": None}
+    assert limiter.admit().remaining == 2
+
+
+def test_fail_requests_come_before_the_rate_limit_and_count_against_the_quota():
+    clock = FakeClock()
+    controller = FaultController(FaultConfig(rate_limit_rps=2, fail_requests={2: "error_500", 4: "rate_limit",
+                                                                              5: "invalid_json"}), clock=clock)
+    decisions = [controller.decide(n, "payouts") for n in range(1, 7)]
+    assert [d.fault for d in decisions] == [None, "error_500", "rate_limit", "rate_limit", "invalid_json",
+                                            "rate_limit"]
+    # the forced 500 used quota; the forced 429 did not; the forced invalid_json is answered although
+    # the quota is used up (and is counted: the window has seen 3 requests of a quota of 2)
+    assert [d.rate.remaining for d in decisions] == [1, 0, 0, 0, 0, 0]
+    assert controller.limiter._used == 3
+
+
+@pytest.mark.parametrize("bad", [0.5, 2.5, -1])
+def test_rate_limit_rps_is_a_whole_quota(bad):
+    with pytest.raises(ValueError, match="rate_limit_rps"):
+        FaultConfig(rate_limit_rps=bad)
+    assert FaultConfig(rate_limit_rps=15.0).rate_limit_rps == 15
+    assert FaultConfig(rate_limit_rps=0).rate_limit_rps is None
+    with pytest.raises(ValueError, match="other_traffic_rps"):
+        FaultConfig(other_traffic_rps=-1)
+
+
+def _rate_headers(resp):
+    limit = resp.headers["X-Ratelimit-Limit"]
+    remaining = int(resp.headers["X-Ratelimit-Remaining"])
+    reset = int(resp.headers["X-Ratelimit-Reset"])
+    assert reset >= 1 and remaining >= 0
+    return limit, remaining, reset
+
+
+def test_rate_limit_headers_on_every_kind_of_api_answer(knobs):
+    knobs.set_faults(fail_requests={1: "error_503", 2: "error_500", 3: "rate_limit", 4: "invalid_json", 5: "slow"},
+                     slow_seconds=0)
+    with fresh_session(knobs) as s:
+        answers = [s.get(knobs.url + PAYOUTS, timeout=10) for _ in range(5)]
+        answers += [s.get(knobs.url + PAYOUTS, timeout=10),  # 200
+                    s.get(knobs.url + PAYOUTS, params={"size": 0}, timeout=10),  # 400
+                    requests.get(knobs.url + PAYOUTS, timeout=10),  # 401
+                    s.get(knobs.url + PAYOUTS + "/NOPE", timeout=10),  # 404
+                    s.post(knobs.url + PAYOUTS, timeout=10),  # 405
+                    s.head(knobs.url + PAYOUTS, timeout=10)]  # 405, head only
+        assert [r.status_code for r in answers] == [503, 500, 429, 200, 200, 200, 400, 401, 404, 405, 405]
+        for r in answers:
+            assert _rate_headers(r)[0] == "200, 200;w=1", r.status_code
+        admin = s.get(knobs.url + "/_emulator/health", timeout=10)
+        assert admin.status_code == 200 and "X-Ratelimit-Limit" not in admin.headers
+    # the remaining count goes down by one a counted request (the 429 is not counted), and back to
+    # L - 1 when a new window starts, whatever the timing
+    remaining = [_rate_headers(r)[1] for r in answers]
+    for before, after, answer in zip(remaining, remaining[1:], answers[1:]):
+        expected = before if answer.status_code == 429 else before - 1
+        assert after in (expected, 199), remaining
+    assert knobs.stats()["rate_limit"]["lowest_remaining"] == min(remaining)
+
+
+def test_rate_limit_enforced_with_other_traffic_over_http(knobs, schemas):
+    # the other traffic uses the quota of 5 within microseconds of each window: the connector gets 429s
+    knobs.set_faults(rate_limit_rps=5, other_traffic_rps=1_000_000)
+    with fresh_session(knobs) as s:
+        rs = [s.get(knobs.url + TRANSACTIONS, timeout=10) for _ in range(6)]
+    assert [r.status_code for r in rs].count(429) >= 5
+    for r in rs:
+        if r.status_code == 429:
+            assert_error(schemas, r, 429, "RATE_LIMITED")
+            assert _rate_headers(r) == ("5, 5;w=1", 0, 1)
+            assert r.headers["Retry-After"] == "1"
+    stats = knobs.stats()
+    rate = stats["rate_limit"]
+    assert rate["limit"] == 5 and rate["enforced"] is True and rate["windows"] >= 1
+    assert rate["other_traffic"]["refused"] > 0 and rate["other_traffic"]["requests"] >= rate["other_traffic"]["refused"]
+    assert rate["lowest_remaining"] == 0
+    assert stats["rate_limited"] == [r.status_code for r in rs].count(429)
+    knobs.reset_requests()
+    assert knobs.stats()["rate_limit"] == {"limit": 5, "enforced": True, "windows": 0,
+                                           "other_traffic": {"requests": 0, "refused": 0}, "lowest_remaining": None}
+
+
+def test_rate_limit_knobs_reach_the_subprocess():
+    with KlarnaEmulator(DatasetSpec(payouts=2, transactions_per_payout=2), rate_limit_rps=200,
+                        other_traffic_rps=150) as emu:
+        assert emu.faults()["rate_limit_rps"] == 200 and emu.faults()["other_traffic_rps"] == 150
+        assert "--other-traffic-rps" in emu.command()
+        r = requests.get(emu.url + PAYOUTS, auth=emu.auth, timeout=10)
+        assert r.status_code == 200 and r.headers["X-Ratelimit-Limit"] == "200, 200;w=1"
+        # 150/s of the 200 are the checkout's: at most 50 left for the connector by the window's end
+        assert int(r.headers["X-Ratelimit-Remaining"]) <= 199
+        assert emu.set_faults(rate_limit_rps=3, other_traffic_rps=0.5)["rate_limit_rps"] == 3
 
 
 def test_error_5xx(knobs, schemas):
