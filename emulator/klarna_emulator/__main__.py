@@ -14,7 +14,7 @@ import sys
 import threading
 
 from .dataset import Dataset, DatasetSpec
-from .faults import DETERMINISTIC_FAULTS, FaultConfig
+from .faults import DETERMINISTIC_FAULTS, ENDPOINTS, FaultConfig
 from .server import EmulatorHTTPServer, EmulatorState
 
 
@@ -29,6 +29,16 @@ def _fail_request(value: str):
     if fault not in DETERMINISTIC_FAULTS:
         raise argparse.ArgumentTypeError(f"unknown fault {fault!r}; known: {', '.join(DETERMINISTIC_FAULTS)}")
     return n_int, fault
+
+
+def _endpoint_fault(value: str):
+    endpoint, sep, fault = value.partition("=")
+    if not sep or endpoint not in ENDPOINTS:
+        raise argparse.ArgumentTypeError(f"expected ENDPOINT=FAULT with ENDPOINT in {', '.join(ENDPOINTS)}, "
+                                         f"got {value!r}")
+    if fault not in DETERMINISTIC_FAULTS:
+        raise argparse.ArgumentTypeError(f"unknown fault {fault!r}; known: {', '.join(DETERMINISTIC_FAULTS)}")
+    return endpoint, fault
 
 
 def _grow_step(value: str):
@@ -75,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--fault-seed", type=int, default=0)
     f.add_argument("--fail-request", type=_fail_request, action="append", default=[], metavar="N=FAULT",
                    help=f"fail exactly the Nth API request (repeatable); FAULT in {', '.join(DETERMINISTIC_FAULTS)}")
+    f.add_argument("--endpoint-fault", type=_endpoint_fault, action="append", default=[], metavar="ENDPOINT=FAULT",
+                   help=f"answer every request of ENDPOINT ({', '.join(ENDPOINTS)}) with FAULT (repeatable)")
     p.add_argument("-v", "--verbose", action="store_true", help="log requests to stderr")
     p.add_argument("--exit-on-stdin-eof", action="store_true",
                    help="shut down when stdin reaches EOF (the client uses this so an emulator never "
@@ -97,6 +109,7 @@ def main(argv=None) -> int:
             connection_reset=args.connection_reset, truncated_body=args.truncated_body,
             invalid_json=args.invalid_json, slow=args.slow, slow_seconds=args.slow_seconds,
             fault_seed=args.fault_seed, fail_requests=dict(args.fail_request),
+            endpoint_faults=dict(args.endpoint_fault),
         )
     except ValueError as e:
         print(f"klarna_emulator: {e}", file=sys.stderr)

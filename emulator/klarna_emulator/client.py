@@ -50,7 +50,7 @@ class KlarnaEmulator:
 
     ``knobs`` are FaultConfig fields (latency_ms, rate_limit_rps, other_traffic_rps,
     retry_after, error_5xx, connection_reset, truncated_body, invalid_json, slow,
-    slow_seconds, fault_seed, fail_requests) applied at start (see faults.py).
+    slow_seconds, fault_seed, fail_requests, endpoint_faults) applied at start (see faults.py).
     """
 
     def __init__(self, spec: DatasetSpec | None = None, username: str = "emulator",
@@ -83,6 +83,8 @@ class KlarnaEmulator:
             cmd.append("--no-retry-after")
         for n, fault in sorted(k.fail_requests.items()):
             cmd += ["--fail-request", f"{n}={fault}"]
+        for endpoint, fault in sorted(k.endpoint_faults.items()):
+            cmd += ["--endpoint-fault", f"{endpoint}={fault}"]
         if self.verbose:
             cmd.append("--verbose")
         cmd.append("--exit-on-stdin-eof")

@@ -24,13 +24,22 @@ Knobs (CLI flag in brackets)
     seed of the random faults.
 ``fail_requests`` [--fail-request N=FAULT, repeatable]
     ``{request number: fault name}``: that exact fault for the n-th API request.
+``endpoint_faults`` [--endpoint-fault ENDPOINT=FAULT, repeatable]
+    ``{endpoint: fault name}``: that fault for every request of the endpoint
+    (``payouts``, ``payouts_summary``, ``payout``, ``transactions``, ``order``).
 
-Fault names (``fail_requests``)
--------------------------------
+Fault names (``fail_requests`` and ``endpoint_faults``)
+------------------------------------------------------
 ``error_5xx``/``error_503`` -> 503, ``error_500`` -> 500, ``connection_reset``
 (TCP RST, no answer), ``truncated_body`` (half the body, then the connection
 closes), ``invalid_json`` (200 with half a JSON body), ``slow`` (the answer
-after ``slow_seconds``), ``rate_limit`` -> 429.
+after ``slow_seconds``), ``rate_limit`` -> 429, ``foreign_body`` (200,
+``Content-Type: text/html``, a captive-portal login page), ``no_pagination``
+(200, a collection without its ``pagination`` block; other endpoints answer as
+usual), ``null_items`` (200, the collection's list as ``null``; other endpoints
+as usual), ``not_found`` -> 404 ``NOT_FOUND``, ``forbidden`` -> 403
+``FORBIDDEN``, ``bad_request`` -> 400 ``BAD_REQUEST`` whose message names a
+parameter (``start_date: must be a valid date-time``).
 
 Decision per API request
 ------------------------
@@ -38,8 +47,9 @@ Per API request number ``n`` (1-based, counted since start or the last
 ``POST /_emulator/requests/reset``) the server decides, in this order:
 
 1. ``fail_requests[n]`` if present: that exact fault, nothing else is drawn;
-2. the rate limit: the window's quota used up -> 429 ``RATE_LIMITED``;
-3. a random fault: one uniform number drawn from ``(fault_seed, n)`` (so a run
+2. ``endpoint_faults[endpoint]`` if present: that fault;
+3. the rate limit: the window's quota used up -> 429 ``RATE_LIMITED``;
+4. a random fault: one uniform number drawn from ``(fault_seed, n)`` (so a run
    is reproducible whatever the thread scheduling) is compared with the
    cumulative rates ``error_5xx, connection_reset, truncated_body,
    invalid_json, slow`` (in that order; their sum is capped at 1).
@@ -52,7 +62,7 @@ the moment the knobs were set (or the request log reset). In a window, once the
 requests counted reach the quota L, every API request gets 429 (``Retry-After:
 <seconds to the window's end, rounded up, >= 1>`` unless ``retry_after`` is
 off) until the window ends. Counted are the connector's requests that are not
-answered 429 (a forced fault from step 1 counts too, unless it is
+answered 429 (a forced fault from steps 1-2 counts too, unless it is
 ``rate_limit``) and the other traffic: at time t into a window it has used
 ``floor(other_traffic_rps * t)`` requests, ``floor(other_traffic_rps)`` by the
 window's end; those that would exceed the quota are "refused" (they would have
@@ -80,8 +90,9 @@ __all__ = ["FaultConfig", "FaultController", "FaultDecision", "RateLimiter", "Ra
 ENDPOINTS = ("payouts", "payouts_summary", "payout", "transactions", "order")
 #: random fault kinds, in the order of the cumulative draw
 RANDOM_FAULTS = ("error_5xx", "connection_reset", "truncated_body", "invalid_json", "slow")
-#: names accepted in ``fail_requests``
-DETERMINISTIC_FAULTS = RANDOM_FAULTS + ("error_500", "error_503", "rate_limit")
+#: names accepted in ``fail_requests`` and ``endpoint_faults``
+DETERMINISTIC_FAULTS = RANDOM_FAULTS + ("error_500", "error_503", "rate_limit", "foreign_body", "no_pagination",
+                                        "null_items", "not_found", "forbidden", "bad_request")
 #: Klarna's production limit: the X-Ratelimit-Limit sent when no limit is enforced
 DEFAULT_RATE_LIMIT = 200
 WINDOW_SECONDS = 1.0
@@ -109,6 +120,7 @@ class FaultConfig:
     slow_seconds: float = 30.0
     fault_seed: int = 0
     fail_requests: dict = field(default_factory=dict)
+    endpoint_faults: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.latency_ms = float(self.latency_ms or 0)
@@ -143,6 +155,12 @@ class FaultConfig:
                 raise ValueError("fail_requests keys are 1-based request numbers")
             by_number[n] = _fault_name(v, "fail_requests")
         self.fail_requests = by_number
+        by_endpoint = {}
+        for endpoint, v in dict(self.endpoint_faults or {}).items():
+            if endpoint not in ENDPOINTS:
+                raise ValueError(f"unknown endpoint {endpoint!r} in endpoint_faults; known: {', '.join(ENDPOINTS)}")
+            by_endpoint[endpoint] = _fault_name(v, "endpoint_faults")
+        self.endpoint_faults = by_endpoint
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "FaultConfig":
@@ -156,6 +174,7 @@ class FaultConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["fail_requests"] = {str(k): v for k, v in sorted(self.fail_requests.items())}
+        d["endpoint_faults"] = dict(sorted(self.endpoint_faults.items()))
         return d
 
     @property
@@ -321,7 +340,7 @@ class FaultController:
     def decide(self, n: int, endpoint: str) -> FaultDecision:
         """The fault for API request ``n`` of ``endpoint`` (see the module docstring for the order)."""
         config = self._config
-        forced = config.fail_requests.get(n)
+        forced = config.fail_requests.get(n) or config.endpoint_faults.get(endpoint)
         if forced is not None:
             rate = self.limiter.admit(enforce=False, consume=forced != "rate_limit")
             return FaultDecision(config, forced, rate)

@@ -38,7 +38,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from .dataset import Dataset
 from .dates import parse_datetime
-from .faults import FaultConfig, FaultController, RateLimitReading, retry_after_header
+from .faults import ENDPOINTS, FaultConfig, FaultController, RateLimitReading, retry_after_header
 
 __all__ = ["EmulatorState", "EmulatorHTTPServer", "start_server", "DEFAULT_SIZE", "MAX_SIZE"]
 
@@ -57,6 +57,39 @@ _ROUTES = (
     ("transactions", re.compile(r"^/settlements/v1/transactions$")),
     ("order", re.compile(r"^/ordermanagement/v1/orders/([^/]+)$")),
 )
+assert tuple(name for name, _ in _ROUTES) == ENDPOINTS  # the names endpoint_faults and the request log use
+
+
+#: faults answered with a fixed ErrorResponse: fault -> (status, error_code, message)
+_CANNED_ERRORS = {
+    "error_5xx": (503, "SERVICE_UNAVAILABLE", "Injected server error (emulator)."),
+    "error_503": (503, "SERVICE_UNAVAILABLE", "Injected server error (emulator)."),
+    "error_500": (500, "INTERNAL_SERVER_ERROR", "Injected server error (emulator)."),
+    "not_found": (404, "NOT_FOUND", "The requested resource was not found."),
+    "forbidden": (403, "FORBIDDEN", "Access to this resource is not allowed."),
+}
+#: the parameter a ``bad_request`` fault complains about, per endpoint
+_BAD_PARAMETER = {
+    "payouts": "start_date: must be a valid date-time",
+    "payouts_summary": "start_date: must be a valid date-time",
+    "payout": "payment_reference: must be a valid payment reference",
+    "transactions": "payment_reference: must be a valid payment reference",
+    "order": "order_id: must be a valid order id",
+}
+#: faults that change the shape of a collection (other endpoints answer as usual)
+_COLLECTION_SHAPES = ("no_pagination", "null_items")
+#: what a captive portal or a proxy's login page answers instead of the API
+FOREIGN_BODY = (b"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Sign in to the network</title></head>\n"
+                b"<body><h1>Sign in to continue</h1><p>This network requires you to sign in before you can reach "
+                b"the internet.</p>\n<form method=\"post\" action=\"/login\"><input name=\"user\">"
+                b"<input name=\"password\" type=\"password\"><button>Sign in</button></form></body></html>\n")
+
+
+def _canned_error(fault, endpoint):
+    """(status, error_code, message) of a fault answered with a fixed ErrorResponse, else None."""
+    if fault == "bad_request":
+        return 400, "BAD_REQUEST", _BAD_PARAMETER.get(endpoint, _BAD_PARAMETER["payouts"])
+    return _CANNED_ERRORS.get(fault)
 
 
 class ApiError(Exception):
@@ -285,15 +318,20 @@ class KlarnaHandler(BaseHTTPRequestHandler):
             state.record(n, method, path, query, None, fault, endpoint)
             self._reset_connection()
             return
-        if fault in ("error_5xx", "error_503", "error_500"):
-            status = 500 if fault == "error_500" else 503
-            code = "INTERNAL_SERVER_ERROR" if status == 500 else "SERVICE_UNAVAILABLE"
+        canned = _canned_error(fault, endpoint)
+        if canned is not None:
+            status, code, message = canned
             state.record(n, method, path, query, status, fault, endpoint, rate)
-            self._send(status, error_body(code, "Injected server error (emulator).", cid), cid, rate_headers)
+            self._send(status, error_body(code, message, cid), cid, rate_headers)
+            return
+        if fault == "foreign_body":
+            state.record(n, method, path, query, 200, fault, endpoint, rate)
+            self._send(200, FOREIGN_BODY, cid, rate_headers, content_type="text/html")
             return
 
         try:
-            status, payload, extra = self._api(method, endpoint, match, path, pairs, query, cid)
+            status, payload, extra = self._api(method, endpoint, match, path, pairs, query, cid,
+                                               collection_shape=fault if fault in _COLLECTION_SHAPES else None)
         except ApiError as e:
             status, payload, extra = e.status, error_body(e.code, e.message, cid), e.headers
         except Exception as e:  # pragma: no cover - a bug in the emulator must still answer
@@ -338,7 +376,7 @@ class KlarnaHandler(BaseHTTPRequestHandler):
             pass
 
     # ---------------------------------------------------------------- API
-    def _api(self, method, endpoint, match, path, pairs, query, cid):
+    def _api(self, method, endpoint, match, path, pairs, query, cid, collection_shape=None):
         state: EmulatorState = self.server.state
         if not state.check_auth(self.headers.get("Authorization")):
             raise ApiError(401, "UNAUTHORIZED", "Authentication failed: missing or invalid Basic credentials.",
@@ -355,7 +393,7 @@ class KlarnaHandler(BaseHTTPRequestHandler):
             end = _date(query, "end_date", required=False)
             currency = _currency(query)
             rows, total = ds.payouts_page(start, end, currency, offset, size)
-            return 200, self._collection(b"payouts", rows, total, offset, size, path, pairs), ()
+            return 200, self._collection(b"payouts", rows, total, offset, size, path, pairs, collection_shape), ()
         if endpoint == "payouts_summary":
             start = _date(query, "start_date", required=True)
             end = _date(query, "end_date", required=True)
@@ -372,7 +410,8 @@ class KlarnaHandler(BaseHTTPRequestHandler):
             ref = query.get("payment_reference") or None
             order_id = query.get("order_id") or None
             rows, total = ds.transactions_page(ref, order_id, offset, size)
-            return 200, self._collection(b"transactions", rows, total, offset, size, path, pairs), ()
+            return 200, self._collection(b"transactions", rows, total, offset, size, path, pairs,
+                                         collection_shape), ()
         if endpoint == "order":
             order_id = unquote(match.group(1))
             body = ds.order_json(order_id)
@@ -381,7 +420,12 @@ class KlarnaHandler(BaseHTTPRequestHandler):
             return 200, body, ()
         raise ApiError(404, "NOT_FOUND", f"No resource found at {path}.")  # pragma: no cover
 
-    def _collection(self, key: bytes, rows, total, offset, size, path, pairs) -> bytes:
+    def _collection(self, key: bytes, rows, total, offset, size, path, pairs, shape=None) -> bytes:
+        """A PayoutCollection / TransactionCollection; ``shape`` ``no_pagination`` drops its pagination block,
+        ``null_items`` serves its list as null (faults)."""
+        items = b"null" if shape == "null_items" else b"[" + b",".join(rows) + b"]"
+        if shape == "no_pagination":
+            return b"".join((b'{"', key, b'":', items, b"}"))
         pagination = {"count": len(rows), "total": total, "offset": offset}
         kept = [(k, v) for k, v in pairs if k not in ("size", "offset")]
         base = f"{self._base_url()}{path}?"
@@ -389,7 +433,7 @@ class KlarnaHandler(BaseHTTPRequestHandler):
             pagination["next"] = base + urlencode(kept + [("size", size), ("offset", offset + size)])
         if offset > 0:
             pagination["prev"] = base + urlencode(kept + [("size", size), ("offset", max(0, offset - size))])
-        return b"".join((b'{"', key, b'":[', b",".join(rows), b'],"pagination":',
+        return b"".join((b'{"', key, b'":', items, b',"pagination":',
                          json.dumps(pagination, separators=(",", ":")).encode(), b"}"))
 
     # ---------------------------------------------------------------- admin

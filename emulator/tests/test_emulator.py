@@ -848,6 +848,97 @@ def test_rate_limit_knobs_reach_the_subprocess():
         assert emu.set_faults(rate_limit_rps=3, other_traffic_rps=0.5)["rate_limit_rps"] == 3
 
 
+def test_endpoint_faults_answer_every_request_of_their_endpoint(knobs, schemas):
+    knobs.set_faults(endpoint_faults={"payouts": "foreign_body", "transactions": "null_items",
+                                      "payout": "forbidden", "payouts_summary": "bad_request", "order": "not_found"})
+    ref = knobs.dataset.payouts()[0]["payment_reference"]
+    order_id = next(knobs.dataset.order_ids(include_purged=False))
+    with fresh_session(knobs) as s:
+        for _ in range(2):
+            html = s.get(knobs.url + PAYOUTS, timeout=10)
+            assert html.status_code == 200 and html.headers["Content-Type"] == "text/html"
+            assert html.text.startswith("<!DOCTYPE html>") and int(html.headers["Content-Length"]) == len(html.content)
+            assert _rate_headers(html)[0] == "200, 200;w=1"
+            with pytest.raises(requests.exceptions.JSONDecodeError):
+                html.json()
+        body = s.get(knobs.url + TRANSACTIONS, params={"payment_reference": ref}, timeout=10).json()
+        assert body["transactions"] is None
+        assert body["pagination"] == {"count": 10, "total": 10, "offset": 0}
+        forbidden = assert_error(schemas, s.get(knobs.url + f"{PAYOUTS}/{ref}", timeout=10), 403, "FORBIDDEN")
+        assert forbidden["error_messages"] == ["Access to this resource is not allowed."]
+        bad = assert_error(schemas, s.get(knobs.url + SUMMARY, params={"start_date": "2024-01-01",
+                                                                       "end_date": "2024-02-01"}, timeout=10),
+                           400, "BAD_REQUEST")
+        assert bad["error_messages"] == ["start_date: must be a valid date-time"]
+        assert_error(schemas, s.get(knobs.url + f"{ORDERS}/{order_id}", timeout=10), 404, "NOT_FOUND")
+        # without credentials too: the fault is the answer
+        assert requests.get(knobs.url + f"{ORDERS}/{order_id}", timeout=10).status_code == 404
+    log = knobs.requests()
+    assert [e["fault"] for e in log] == ["foreign_body", "foreign_body", "null_items", "forbidden", "bad_request",
+                                         "not_found", "not_found"]
+    assert knobs.stats()["faults"] == {"bad_request": 1, "foreign_body": 2, "forbidden": 1, "not_found": 2,
+                                       "null_items": 1}
+
+
+def test_collection_faults_reshape_collections_only(knobs, schemas):
+    knobs.set_faults(endpoint_faults={"payouts": "no_pagination", "transactions": "no_pagination",
+                                      "payout": "null_items", "order": "no_pagination"})
+    ref = knobs.dataset.payouts()[0]["payment_reference"]
+    order_id = next(knobs.dataset.order_ids(include_purged=False))
+    with fresh_session(knobs) as s:
+        payouts = s.get(knobs.url + PAYOUTS, params={"size": 2}, timeout=10).json()
+        assert payouts == {"payouts": knobs.dataset.payouts()[:2]}
+        rows = s.get(knobs.url + TRANSACTIONS, params={"payment_reference": ref}, timeout=10).json()
+        assert rows == {"transactions": knobs.dataset.transactions_for(ref)}
+        one = s.get(knobs.url + f"{PAYOUTS}/{ref}", timeout=10)
+        assert one.status_code == 200 and one.json() == knobs.dataset.payout(ref)
+        order = s.get(knobs.url + f"{ORDERS}/{order_id}", timeout=10)
+        assert order.status_code == 200 and order.json() == knobs.dataset.order(order_id)
+        # a collection request the API rejects is rejected as usual
+        assert_error(schemas, s.get(knobs.url + PAYOUTS, params={"size": 0}, timeout=10), 400, "BAD_REQUEST")
+        knobs.set_faults(fail_requests={1: "null_items"})
+        knobs.reset_requests()
+        body = s.get(knobs.url + PAYOUTS, params={"size": 3}, timeout=10).json()
+        assert body["payouts"] is None and body["pagination"]["count"] == 3 and "next" in body["pagination"]
+
+
+@pytest.mark.parametrize("endpoint,parameter", [("payouts", "start_date"), ("transactions", "payment_reference"),
+                                                ("payout", "payment_reference"), ("order", "order_id")])
+def test_bad_request_names_a_parameter_of_its_endpoint(knobs, schemas, endpoint, parameter):
+    knobs.set_faults(endpoint_faults={endpoint: "bad_request"})
+    path = {"payouts": PAYOUTS, "transactions": TRANSACTIONS, "payout": PAYOUTS + "/X", "order": ORDERS + "/X"}
+    with fresh_session(knobs) as s:
+        body = assert_error(schemas, s.get(knobs.url + path[endpoint], timeout=10), 400, "BAD_REQUEST")
+    assert body["error_messages"][0].startswith(f"{parameter}: ")
+
+
+def test_fault_precedence_request_number_then_endpoint_then_rate_limit_then_random():
+    clock = FakeClock()
+    config = FaultConfig(fail_requests={1: "error_500", 4: "slow"}, endpoint_faults={"order": "forbidden"},
+                         rate_limit_rps=2, error_5xx=1.0)
+    controller = FaultController(config, clock=clock)
+    got = [controller.decide(1, "order").fault, controller.decide(2, "order").fault,
+           controller.decide(3, "payouts").fault, controller.decide(4, "payouts").fault,
+           controller.decide(5, "order").fault, controller.decide(6, "payouts").fault]
+    # 1: the request number beats the endpoint; 2: the endpoint fault; 3: quota used up by 1 and 2 -> 429;
+    # 4: the request number beats the rate limit; 5: the endpoint beats it; 6: 429 beats the random 5xx
+    assert got == ["error_500", "forbidden", "rate_limit", "slow", "forbidden", "rate_limit"]
+    clock.now += 1  # a new window: the random fault (error_5xx=1.0) comes last
+    assert controller.decide(7, "payouts").fault in ("error_500", "error_503")
+
+
+def test_endpoint_faults_are_validated(knobs):
+    with pytest.raises(ValueError, match="unknown endpoint"):
+        FaultConfig(endpoint_faults={"orders": "not_found"})
+    with pytest.raises(ValueError, match="unknown fault"):
+        FaultConfig(endpoint_faults={"order": "explode"})
+    with pytest.raises(RuntimeError, match="400"):
+        knobs._admin("POST", "faults", {"endpoint_faults": {"nope": "forbidden"}})
+    cfg = knobs.set_faults(endpoint_faults={"order": "not_found"}, fail_requests={2: "foreign_body"})
+    assert cfg["endpoint_faults"] == {"order": "not_found"} and cfg["fail_requests"] == {"2": "foreign_body"}
+    assert knobs.faults() == cfg
+
+
 def test_error_5xx(knobs, schemas):
     knobs.set_faults(error_5xx=1.0, fault_seed=3)
     with fresh_session(knobs) as s:
@@ -1084,7 +1175,9 @@ def test_sigint_exits_zero_and_cli_flags():
 
 
 def test_cli_rejects_bad_arguments():
-    for bad in (["--payouts", "-1"], ["--error-5xx", "1.5"], ["--fail-request", "2=explode"], ["--currencies", ""]):
+    for bad in (["--payouts", "-1"], ["--error-5xx", "1.5"], ["--fail-request", "2=explode"], ["--currencies", ""],
+                ["--rate-limit-rps", "2.5"], ["--other-traffic-rps", "-1"], ["--endpoint-fault", "orders=not_found"],
+                ["--endpoint-fault", "order=explode"], ["--endpoint-fault", "order"]):
         res = subprocess.run([sys.executable, "-m", "klarna_emulator", *bad], capture_output=True,
                              timeout=20)
         assert res.returncode == 2, (bad, res)
