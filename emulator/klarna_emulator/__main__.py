@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--merchant-id", default=d.merchant_id)
     g.add_argument("--identical-rows-per-payout", type=int, default=d.identical_rows_per_payout)
     g.add_argument("--purged-order-ratio", type=float, default=d.purged_order_ratio)
+    g.add_argument("--empty-payouts", type=int, default=d.empty_payouts,
+                   help="how many payouts have no transactions at all (every k-th, k = payouts // this)")
     g.add_argument("--grow", type=_grow_step, action="append", default=[], metavar="NEW:LATE",
                    help="apply a growth step at start (repeatable), as if POST /_emulator/grow")
     a = p.add_argument_group("auth")
@@ -101,6 +103,7 @@ def main(argv=None) -> int:
             seed=args.seed, payouts=args.payouts, transactions_per_payout=args.transactions_per_payout,
             currencies=args.currencies, first_payout_date=args.first_payout_date, merchant_id=args.merchant_id,
             identical_rows_per_payout=args.identical_rows_per_payout, purged_order_ratio=args.purged_order_ratio,
+            empty_payouts=args.empty_payouts,
         )
         faults = FaultConfig(
             latency_ms=args.latency_ms, rate_limit_rps=args.rate_limit_rps or None,

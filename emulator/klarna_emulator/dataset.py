@@ -13,7 +13,9 @@ Shape
   by ``grow`` use ``random.Random(f"{seed}:late:{m}")``.
 * Every payout has exactly ``transactions_per_payout`` transaction rows, of which
   ``identical_rows_per_payout`` are byte-for-byte copies of a FEE row of the same
-  payout (a duplicated fee line; they are real rows and count in the totals).
+  payout (a duplicated fee line; they are real rows and count in the totals),
+  except the ``empty_payouts`` chosen by ``DatasetSpec.is_empty_payout``: no
+  rows at all, every total 0.
 * One order per distinct ``order_id``; an order belongs to exactly one payout.
 
 The sign convention of the totals is documented in ``transactions.py``; the
@@ -70,6 +72,7 @@ class PayoutMeta:
     ts: int  #: payout_date, POSIX seconds
     currency: str
     late: bool  #: added by grow(late_payouts=...)
+    row_count: int  #: its number of transactions
     date: str = field(init=False)  #: payout_date as served
 
     def __post_init__(self):
@@ -79,7 +82,8 @@ class PayoutMeta:
 class _Views:
     """Immutable sorted views over the payout list (swapped atomically on grow)."""
 
-    __slots__ = ("metas", "desc", "desc_neg_ts", "desc_by_cur", "desc_neg_ts_by_cur", "asc")
+    __slots__ = ("metas", "desc", "desc_neg_ts", "desc_by_cur", "desc_neg_ts_by_cur", "asc", "asc_row_starts",
+                 "row_count")
 
     def __init__(self, metas, currencies):
         self.metas = tuple(metas)
@@ -93,6 +97,12 @@ class _Views:
             self.desc_by_cur[c] = lst
             self.desc_neg_ts_by_cur[c] = [-m.ts for m in lst]
         self.asc = tuple(sorted(self.metas, key=lambda m: (m.ts, m.ref)))
+        self.asc_row_starts = []  # offset of each payout's first row in the unfiltered /transactions listing
+        start = 0
+        for m in self.asc:
+            self.asc_row_starts.append(start)
+            start += m.row_count
+        self.row_count = start
 
 
 class _LRU:
@@ -197,8 +207,8 @@ class Dataset:
                 return ref
             salt += 1
 
-    def _append(self, key, ts, currency, late) -> PayoutMeta:
-        meta = PayoutMeta(len(self._metas), key, self._reference(key), ts, currency, late)
+    def _append(self, key, ts, currency, late, row_count) -> PayoutMeta:
+        meta = PayoutMeta(len(self._metas), key, self._reference(key), ts, currency, late, row_count)
         self._metas.append(meta)
         self._refs[meta.ref] = meta
         return meta
@@ -207,7 +217,8 @@ class Dataset:
         i = self._regular
         self._regular += 1
         ts = self._first_ts + (i // self._ncur) * DAY + PAYOUT_HOUR * HOUR + (i % 3600)
-        return self._append(f"{self._seed}:{i}", ts, self.spec.currencies[i % self._ncur], False)
+        rows = 0 if self.spec.is_empty_payout(i) else self._t
+        return self._append(f"{self._seed}:{i}", ts, self.spec.currencies[i % self._ncur], False, rows)
 
     def grow(self, new_payouts: int = 0, late_payouts: int = 0) -> list:
         """Append ``new_payouts`` payouts after the newest one (continuing the
@@ -229,7 +240,7 @@ class Dataset:
                 self._late += 1
                 ts = newest_day - (1 + m % 2) * DAY + LATE_PAYOUT_HOUR * HOUR + (m % 3600)
                 added.append(self._append(f"{self._seed}:late:{m}", ts,
-                                          self.spec.currencies[m % self._ncur], True))
+                                          self.spec.currencies[m % self._ncur], True, self._t))
             self._growth.append((new_payouts, late_payouts))
             self._views = _Views(self._metas, self.spec.currencies)
         return [self._payout_dict(m) for m in added]
@@ -244,14 +255,14 @@ class Dataset:
         return len(self._views.metas)
 
     def transaction_count(self) -> int:
-        return len(self._views.metas) * self._t
+        return self._views.row_count
 
     # ----------------------------------------------------------------- generation
 
     def _payout_totals(self, meta: PayoutMeta) -> dict:
         tot = self._totals.get(meta.pos)
         if tot is None:
-            rows, _orders = plan_rows(random.Random(meta.key), self._t, self._dup)
+            rows, _orders = plan_rows(random.Random(meta.key), meta.row_count, self._dup)
             tot = self._totals[meta.pos] = totals_of(rows)
         return tot
 
@@ -279,7 +290,7 @@ class Dataset:
             return cached
         # One generator per payout: the row plan first, then the orders' details continue its draws.
         rng = random.Random(meta.key)
-        plans, order_plans = plan_rows(rng, self._t, self._dup)
+        plans, order_plans = plan_rows(rng, meta.row_count, self._dup)
         details = draw_order_details(rng, order_plans, self._order_ids, meta.pos, meta.ts, meta.currency)
         context = PayoutContext(meta.ref, f"{SETTLEMENTS_LINK_BASE}/payouts/{meta.ref}", meta.currency,
                                 TO_EUR.get(meta.currency, 1.0))
@@ -435,16 +446,17 @@ class Dataset:
     def transactions_page(self, payment_reference=None, order_id=None, offset=0, size=20):
         """-> (list of serialized rows, total) for /transactions."""
         if payment_reference is None and order_id is None:
-            metas = self._views.asc
-            t = self._t
-            total = len(metas) * t
+            views = self._views
+            metas, total = views.asc, views.row_count
             out = []
-            if t == 0 or offset >= total:
+            if offset >= total:
                 return out, total
-            i, j = divmod(offset, t)
+            i = bisect.bisect_right(views.asc_row_starts, offset) - 1
+            j = offset - views.asc_row_starts[i]
             while len(out) < size and i < len(metas):
-                rows = self._rows_entry(metas[i]).rows
-                out.extend(rows[j:j + size - len(out)])
+                if metas[i].row_count:
+                    rows = self._rows_entry(metas[i]).rows
+                    out.extend(rows[j:j + size - len(out)])
                 i, j = i + 1, 0
             return out, total
         if order_id is not None:

@@ -22,6 +22,8 @@ class DatasetSpec:
     merchant_id: str = "K123456"
     identical_rows_per_payout: int = 2
     purged_order_ratio: float = 0.0
+    #: how many of the initial payouts have no transactions at all (every k-th, k = payouts // empty_payouts)
+    empty_payouts: int = 0
 
     def __post_init__(self):
         cur = self.currencies
@@ -39,7 +41,19 @@ class DatasetSpec:
             raise ValueError("identical_rows_per_payout must be >= 0")
         if not (0.0 <= float(self.purged_order_ratio) <= 1.0):
             raise ValueError("purged_order_ratio must be in [0, 1]")
+        if not (0 <= int(self.empty_payouts) <= int(self.payouts)):
+            raise ValueError("empty_payouts must be in [0, payouts]")
         parse_datetime(self.first_payout_date)  # validates
+
+    def is_empty_payout(self, i: int) -> bool:
+        """Whether regular payout ``i`` (0-based generation order) has no transactions: with
+        ``k = payouts // empty_payouts``, payouts ``k - 1, 2k - 1, ...``, ``empty_payouts`` of them. Payouts
+        added by growth always have transactions."""
+        empty = int(self.empty_payouts)
+        if empty == 0 or i >= int(self.payouts):
+            return False
+        k = int(self.payouts) // empty
+        return i % k == k - 1 and i < k * empty
 
     def to_cli_args(self) -> list:
         """The ``python -m klarna_emulator`` flags describing this spec."""
@@ -52,4 +66,5 @@ class DatasetSpec:
             "--merchant-id", self.merchant_id,
             "--identical-rows-per-payout", str(self.identical_rows_per_payout),
             "--purged-order-ratio", repr(float(self.purged_order_ratio)),
+            "--empty-payouts", str(self.empty_payouts),
         ]

@@ -5,6 +5,7 @@ Run from the repository root: `.venv/bin/pytest emulator/tests -q` (after `make 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import os
 import re
@@ -361,6 +362,40 @@ def test_grow_is_a_pure_function_of_spec_and_steps():
     # late payouts are mixed into the date order of the served list
     served = [p["payment_reference"] for p in a.payouts()]
     assert served.index(late[0]["payment_reference"]) > 4
+
+
+def test_empty_payouts_have_no_transactions_and_zero_totals(schemas):
+    spec = DatasetSpec(payouts=10, transactions_per_payout=12, empty_payouts=3)
+    ds, full = Dataset(spec), Dataset(dataclasses.replace(spec, empty_payouts=0))
+    by_date = sorted(ds.payouts(), key=lambda p: p["payout_date"])
+    empty = [p["payment_reference"] for p in by_date if not ds.transactions_for(p["payment_reference"])]
+    # k = 10 // 3 = 3: payouts 2, 5 and 8 of the generation order (one currency cycle is one day)
+    assert empty == [by_date[i]["payment_reference"] for i in (2, 5, 8)]
+    for p in ds.payouts():
+        ref = p["payment_reference"]
+        if ref in empty:
+            assert set(p["totals"].values()) == {0}
+        else:  # every other payout is byte for byte the one of the spec without empty payouts
+            assert p == full.payout(ref) and ds.transactions_for(ref) == full.transactions_for(ref)
+    assert ds.transaction_count() == 7 * 12 == len(list(ds.transactions()))
+    assert set(ds.order_ids()) == {r["order_id"] for r in ds.transactions()}
+    with pytest.raises(ValueError, match="empty_payouts"):
+        DatasetSpec(payouts=2, empty_payouts=3)
+    assert "--empty-payouts" in spec.to_cli_args()
+    with KlarnaEmulator(spec) as emu, requests.Session() as s:
+        s.auth = emu.auth
+        for ref in empty:
+            body = s.get(emu.url + TRANSACTIONS, params={"payment_reference": ref}, timeout=10).json()
+            schemas.validate("st", "TransactionCollection", body)
+            assert body == {"transactions": [], "pagination": {"count": 0, "total": 0, "offset": 0}}
+            assert s.get(emu.url + f"{PAYOUTS}/{ref}", timeout=10).json()["totals"]["sale_amount"] == 0
+        rows, pages = walk(s, emu.url + TRANSACTIONS, {"size": 5}, "transactions")
+        assert rows == list(ds.transactions()) and pages[0]["total"] == 84
+        assert s.get(emu.url + PAYOUTS, params={"size": 500}, timeout=10).json()["payouts"] == ds.payouts()
+        summary = s.get(emu.url + SUMMARY, params={"start_date": "2020-01-01", "end_date": "2030-01-01"},
+                        timeout=10).json()
+        assert summary == ds.summary("2020-01-01", "2030-01-01")
+        assert emu.health()["transactions"] == 84
 
 
 # --------------------------------------------------------------------------- HTTP vs contract vs dataset
