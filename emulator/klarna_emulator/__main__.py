@@ -1,8 +1,10 @@
 """``python -m klarna_emulator``: run the Klarna API emulator until SIGTERM/SIGINT.
 
 Prints exactly one line, ``{"url": "http://127.0.0.1:PORT"}``, on stdout once
-the socket listens; logs go to stderr (quiet unless ``--verbose``). Exit code 0
-on SIGTERM or SIGINT.
+the socket listens (with ``--tls``: ``{"url": "https://127.0.0.1:PORT",
+"certificate": "/tmp/.../cert.pem"}``, the self-signed certificate it serves);
+logs go to stderr (quiet unless ``--verbose``). Exit code 0 on SIGTERM or
+SIGINT, 2 on bad arguments or when ``--tls`` cannot make its certificate.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import threading
 from .dataset import Dataset, DatasetSpec
 from .faults import DETERMINISTIC_FAULTS, ENDPOINTS, FaultConfig
 from .server import EmulatorHTTPServer, EmulatorState
+from .tls import TlsUnavailable
 
 
 def _fail_request(value: str):
@@ -55,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0 = a random free port (default)")
+    p.add_argument("--tls", action="store_true",
+                   help="serve https with a fresh self-signed certificate (made with the openssl command)")
     g = p.add_argument_group("dataset")
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--payouts", type=int, default=d.payouts)
@@ -119,7 +124,11 @@ def main(argv=None) -> int:
         return 2
     dataset = Dataset(spec, growth=args.grow)
     state = EmulatorState(dataset, args.username, args.password, faults, verbose=args.verbose)
-    server = EmulatorHTTPServer((args.host, args.port), state)
+    try:
+        server = EmulatorHTTPServer((args.host, args.port), state, tls=args.tls)
+    except TlsUnavailable as e:
+        print(f"klarna_emulator: {e}", file=sys.stderr)
+        return 2
 
     stopping = threading.Event()
 
@@ -146,7 +155,10 @@ def main(argv=None) -> int:
 
         threading.Thread(target=watch_stdin, name="stdin-eof-watch", daemon=True).start()
 
-    sys.stdout.write(json.dumps({"url": server.url}) + "\n")
+    ready = {"url": server.url}
+    if server.certificate is not None:
+        ready["certificate"] = server.certificate.cert_file
+    sys.stdout.write(json.dumps(ready) + "\n")
     sys.stdout.flush()
     if args.verbose:
         print(f"klarna_emulator: serving {dataset.payout_count} payouts on {server.url}", file=sys.stderr)

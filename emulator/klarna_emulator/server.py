@@ -26,6 +26,7 @@ import json
 import os
 import re
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -39,6 +40,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 from .dataset import Dataset
 from .dates import parse_datetime
 from .faults import ENDPOINTS, FaultConfig, FaultController, RateLimitReading, retry_after_header
+from .tls import SelfSignedCertificate
 
 __all__ = ["EmulatorState", "EmulatorHTTPServer", "start_server", "DEFAULT_SIZE", "MAX_SIZE"]
 
@@ -192,6 +194,11 @@ class KlarnaHandler(BaseHTTPRequestHandler):
 
     # ---------------------------------------------------------------- plumbing
     def setup(self):
+        if isinstance(self.request, ssl.SSLSocket):
+            # The TLS handshake runs here, in the connection's own thread, not in the accepting loop; a
+            # client that refuses the certificate ends the connection (handle_error stays quiet).
+            self.request.settimeout(self.timeout)
+            self.request.do_handshake()
         super().setup()
         try:
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -273,7 +280,7 @@ class KlarnaHandler(BaseHTTPRequestHandler):
 
     def _base_url(self) -> str:
         host = self.headers.get("Host")
-        return f"http://{host}" if host else self.server.url
+        return f"{self.server.scheme}://{host}" if host else self.server.url
 
     # ---------------------------------------------------------------- dispatch
     def _handle(self, method):
@@ -552,14 +559,36 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, address, state: EmulatorState):
+    def __init__(self, address, state: EmulatorState, tls: bool = False):
+        """``tls``: serve https with a fresh self-signed certificate (``certificate.cert_file``); raises
+        TlsUnavailable when it cannot be made."""
         self.state = state
-        super().__init__(address, KlarnaHandler)
+        self.certificate = SelfSignedCertificate(address[0]) if tls else None
+        try:
+            super().__init__(address, KlarnaHandler)
+            if self.certificate is not None:
+                self.socket = self.certificate.server_context().wrap_socket(
+                    self.socket, server_side=True, do_handshake_on_connect=False)
+        except BaseException:
+            self._remove_certificate()
+            raise
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.certificate is not None else "http"
 
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{self.scheme}://{host}:{port}"
+
+    def server_close(self):
+        super().server_close()
+        self._remove_certificate()
+
+    def _remove_certificate(self):
+        if self.certificate is not None:
+            self.certificate.close()
 
     def handle_error(self, request, client_address):
         if self.state.verbose:
@@ -567,14 +596,14 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
 
 
 def start_server(dataset: Dataset, username="emulator", password="emulator-secret", faults=None,
-                 host="127.0.0.1", port=0, verbose=False):
+                 host="127.0.0.1", port=0, verbose=False, tls=False):
     """Start a server in a background thread of THIS process (handy for debugging).
 
     Returns ``(server, thread)``; stop with ``server.state.shutdown_event.set();
     server.shutdown(); server.server_close()``.
     """
     state = EmulatorState(dataset, username, password, faults, verbose)
-    server = EmulatorHTTPServer((host, port), state)
+    server = EmulatorHTTPServer((host, port), state, tls=tls)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                               name="klarna-emulator", daemon=True)
     thread.start()

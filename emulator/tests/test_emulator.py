@@ -21,7 +21,7 @@ import pytest
 import requests
 import yaml
 
-from klarna_emulator import Dataset, DatasetSpec, FaultConfig, KlarnaEmulator
+from klarna_emulator import Dataset, DatasetSpec, EmulatorStartError, FaultConfig, KlarnaEmulator
 from klarna_emulator.dataset import TOTALS_BY_TYPE, format_datetime, parse_datetime
 from klarna_emulator.faults import FaultController, RateLimiter
 from reference import ORDER_MANAGEMENT_OPENAPI, SETTLEMENTS_OPENAPI
@@ -1240,3 +1240,33 @@ def test_golden_reading_reaches_every_endpoint_and_is_reproducible():
     assert len(first) == 2 * len(golden.ENDPOINTS) + 1
     assert all(int(line.split()[2]) > 0 for line in first[:-1]), first
     assert len({line.split()[3] for line in first[:-1]}) == len(first) - 1, "every digest covers other answers"
+
+
+# --------------------------------------------------------------------------- TLS
+
+def test_tls_serves_https_that_default_verification_refuses():
+    with KlarnaEmulator(DatasetSpec(payouts=4, transactions_per_payout=3), tls=True) as emu:
+        assert re.fullmatch(r"https://127\.0\.0\.1:\d+", emu.url)
+        assert emu.health()["payouts"] == 4, "the admin client trusts the emulator's own certificate"
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.get(emu.url + PAYOUTS, auth=emu.auth, timeout=10)
+        with requests.Session() as s:
+            s.auth = emu.auth  # verify per request: REQUESTS_CA_BUNDLE would override a session's verify
+            r = s.get(emu.url + PAYOUTS, params={"size": 2}, timeout=10, verify=emu.certificate)
+            assert r.status_code == 200 and r.headers["X-Ratelimit-Limit"] == "200, 200;w=1"
+            assert r.json()["pagination"]["next"].startswith(emu.url + PAYOUTS + "?")
+            second = s.get(r.json()["pagination"]["next"], timeout=10, verify=emu.certificate)
+            assert second.json()["payouts"] == emu.dataset.payouts()[2:]
+        assert emu.stats()["total"] == 2, "the refused handshake never became a request"
+        certificate = emu.certificate
+        assert os.path.isfile(certificate)
+    assert not os.path.exists(certificate), "the certificate is removed when the emulator stops"
+
+
+def test_tls_without_openssl_fails_with_a_clear_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no openssl on it (the interpreter is started by its full path)
+    res = subprocess.run([sys.executable, "-m", "klarna_emulator", "--tls"], capture_output=True, timeout=20)
+    assert res.returncode == 2 and res.stdout == b""
+    assert b"needs the openssl command line tool" in res.stderr
+    with pytest.raises(EmulatorStartError, match="openssl"):
+        KlarnaEmulator(DatasetSpec(payouts=1, transactions_per_payout=1), tls=True).start()
