@@ -1,21 +1,24 @@
-"""HTTP/1.1 server with Klarna Settlements + Order Management semantics.
+"""HTTP/1.1 (or, with ``tls``, HTTPS) server with Klarna Settlements + Order Management semantics.
 
-Endpoints (Basic auth required):
+Endpoints (Basic auth required; the names in brackets are those of the request log and of
+``endpoint_faults``):
 
-* ``GET /settlements/v1/payouts`` (start_date, end_date, currency_code, size, offset)
-* ``GET /settlements/v1/payouts/summary`` (start_date, end_date required; currency_code)
-* ``GET /settlements/v1/payouts/{payment_reference}``
-* ``GET /settlements/v1/transactions`` (payment_reference, order_id, size, offset)
-* ``GET /ordermanagement/v1/orders/{order_id}``
+* ``GET /settlements/v1/payouts`` (start_date, end_date, currency_code, size, offset) [payouts]
+* ``GET /settlements/v1/payouts/summary`` (start_date, end_date required; currency_code) [payouts_summary]
+* ``GET /settlements/v1/payouts/{payment_reference}`` [payout]
+* ``GET /settlements/v1/transactions`` (payment_reference, order_id, size, offset) [transactions]
+* ``GET /ordermanagement/v1/orders/{order_id}`` [order]
 
-Admin endpoints (no auth, no faults, no rate limit, not logged):
+Admin endpoints (no auth, no faults, no rate limit, no rate-limit headers, not logged):
 ``GET /_emulator/health``, ``GET /_emulator/spec``, ``POST /_emulator/grow``,
 ``GET|POST /_emulator/faults``, ``GET /_emulator/requests``,
 ``POST /_emulator/requests/reset``, ``GET /_emulator/stats``.
 
 Every 4xx/5xx body is Klarna's ErrorResponse ``{"error_code", "error_messages",
 "correlation_id"}``; every response has a ``Klarna-Correlation-Id`` header and
-a ``Content-Length``.
+a ``Content-Length``; every API answer has the ``X-Ratelimit-Limit``,
+``X-Ratelimit-Remaining`` and ``X-Ratelimit-Reset`` headers (see faults.py for
+the rate limit and the faults).
 """
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ Run from the repository root: `.venv/bin/pytest emulator/tests -q` (after `make 
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import json
 import os
@@ -849,6 +850,24 @@ def test_rate_limit_headers_on_every_kind_of_api_answer(knobs):
     assert knobs.stats()["rate_limit"]["lowest_remaining"] == min(remaining)
 
 
+def test_rate_limit_headers_on_a_truncated_answer(knobs):
+    import base64
+    import http.client
+
+    knobs.set_faults(fail_requests={1: "truncated_body"})
+    token = base64.b64encode(":".join(knobs.auth).encode()).decode()
+    conn = http.client.HTTPConnection(urlsplit(knobs.url).hostname, urlsplit(knobs.url).port, timeout=10)
+    try:
+        conn.request("GET", PAYOUTS, headers={"Authorization": f"Basic {token}"})
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.getheader("X-Ratelimit-Limit") == "200, 200;w=1"
+        assert int(resp.getheader("X-Ratelimit-Remaining")) == 199
+        with pytest.raises(http.client.IncompleteRead):
+            resp.read()
+    finally:
+        conn.close()
+
+
 def test_rate_limit_enforced_with_other_traffic_over_http(knobs, schemas):
     # the other traffic uses the quota of 5 within microseconds of each window: the connector gets 429s
     knobs.set_faults(rate_limit_rps=5, other_traffic_rps=1_000_000)
@@ -1182,31 +1201,41 @@ def test_emulator_exits_when_its_parent_goes_away():
         emu.stop()
 
 
-def test_sigint_exits_zero_and_cli_flags():
-    cmd = [sys.executable, "-m", "klarna_emulator", "--host", "127.0.0.1", "--port", "0", "--seed", "1",
-           "--payouts", "5", "--transactions-per-payout", "4", "--currencies", "EUR,SEK,USD",
-           "--first-payout-date", "2024-01-01T00:00:00Z", "--username", "emulator", "--password",
-           "emulator-secret", "--latency-ms", "0", "--rate-limit-rps", "0", "--purged-order-ratio", "0",
-           "--no-retry-after", "--error-5xx", "0.1", "--fail-request", "1=error_503", "--grow", "2:1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+@contextlib.contextmanager
+def cli_emulator(*flags):
+    """``python -m klarna_emulator *flags`` as a subprocess: yields (process, its parsed ready line);
+    killed on the way out if the test did not stop it."""
+    import selectors
+
+    proc = subprocess.Popen([sys.executable, "-m", "klarna_emulator", *flags], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
     try:
-        import selectors
         sel = selectors.DefaultSelector()
         sel.register(proc.stdout, selectors.EVENT_READ)
         assert sel.select(timeout=10), "no ready line within 10 s"
-        url = json.loads(proc.stdout.readline())["url"]
-        assert requests.get(url + PAYOUTS, auth=("emulator", "emulator-secret"), timeout=10).status_code == 503
-        health = requests.get(url + "/_emulator/health", timeout=10).json()
-        assert health["payouts"] == 8 and health["growth"] == [[2, 1]]
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=10) == 0
-        assert proc.stdout.read() == b""
+        yield proc, json.loads(proc.stdout.readline())
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
         proc.stdout.close()
         proc.stderr.close()
+
+
+def test_sigint_exits_zero_and_cli_flags():
+    flags = ["--host", "127.0.0.1", "--port", "0", "--seed", "1",
+             "--payouts", "5", "--transactions-per-payout", "4", "--currencies", "EUR,SEK,USD",
+             "--first-payout-date", "2024-01-01T00:00:00Z", "--username", "emulator", "--password",
+             "emulator-secret", "--latency-ms", "0", "--rate-limit-rps", "0", "--purged-order-ratio", "0",
+             "--no-retry-after", "--error-5xx", "0.1", "--fail-request", "1=error_503", "--grow", "2:1"]
+    with cli_emulator(*flags) as (proc, ready):
+        url = ready["url"]
+        assert requests.get(url + PAYOUTS, auth=("emulator", "emulator-secret"), timeout=10).status_code == 503
+        health = requests.get(url + "/_emulator/health", timeout=10).json()
+        assert health["payouts"] == 8 and health["growth"] == [[2, 1]]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+        assert proc.stdout.read() == b""
 
 
 def test_cli_rejects_bad_arguments():
@@ -1270,3 +1299,34 @@ def test_tls_without_openssl_fails_with_a_clear_message(tmp_path, monkeypatch):
     assert b"needs the openssl command line tool" in res.stderr
     with pytest.raises(EmulatorStartError, match="openssl"):
         KlarnaEmulator(DatasetSpec(payouts=1, transactions_per_payout=1), tls=True).start()
+
+
+def test_cli_flags_of_the_rate_limit_endpoint_faults_empty_payouts_and_tls():
+    import ssl
+    import urllib.request
+
+    flags = ["--payouts", "6", "--transactions-per-payout", "3", "--empty-payouts", "2", "--rate-limit-rps", "4",
+             "--other-traffic-rps", "0.5", "--endpoint-fault", "order=forbidden",
+             "--endpoint-fault", "payouts=no_pagination", "--tls"]
+    with cli_emulator(*flags) as (proc, ready):
+        url, certificate = ready["url"], ready["certificate"]
+        assert url.startswith("https://127.0.0.1:")
+        context = ssl.create_default_context(cafile=certificate)
+
+        def admin(path):
+            with urllib.request.urlopen(url + "/_emulator/" + path, context=context, timeout=10) as resp:
+                return json.loads(resp.read())
+
+        faults = admin("faults")
+        assert faults["rate_limit_rps"] == 4 and faults["other_traffic_rps"] == 0.5
+        assert faults["endpoint_faults"] == {"order": "forbidden", "payouts": "no_pagination"}
+        assert admin("spec")["spec"]["empty_payouts"] == 2
+        auth = ("emulator", "emulator-secret")
+        r = requests.get(url + PAYOUTS, auth=auth, timeout=10, verify=certificate)
+        assert r.status_code == 200 and set(r.json()) == {"payouts"}
+        assert r.headers["X-Ratelimit-Limit"] == "4, 4;w=1"
+        assert requests.get(url + ORDERS + "/x", auth=auth, timeout=10, verify=certificate).status_code == 403
+        assert admin("health")["transactions"] == 4 * 3
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert not os.path.exists(certificate)
