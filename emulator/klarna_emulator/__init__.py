@@ -1,11 +1,14 @@
 """Klarna Settlements + Order Management API emulator (stripe-mock style).
 
 Public API: ``KlarnaEmulator`` (subprocess runner, see client.py), ``DatasetSpec``
-and ``Dataset`` (deterministic data, see dataset.py for the sign convention),
-``FaultConfig`` (knobs, see faults.py). Run ``python -m klarna_emulator --help``.
+and ``Dataset`` (deterministic data, see dataset.py; the sign convention of the
+totals is in transactions.py), ``FaultConfig`` (knobs: latency, Klarna's rate
+limit, injected failures, see faults.py), ``parse_datetime``/``format_datetime``
+(dates.py). Run ``python -m klarna_emulator --help``; emulator/README.md has it all.
 """
 from .client import EmulatorStartError, KlarnaEmulator
-from .dataset import Dataset, DatasetSpec, format_datetime, parse_datetime
+from .dataset import Dataset, DatasetSpec
+from .dates import format_datetime, parse_datetime
 from .faults import FaultConfig
 
 __all__ = ["KlarnaEmulator", "EmulatorStartError", "DatasetSpec", "Dataset", "FaultConfig",

@@ -1,8 +1,10 @@
 """``python -m klarna_emulator``: run the Klarna API emulator until SIGTERM/SIGINT.
 
 Prints exactly one line, ``{"url": "http://127.0.0.1:PORT"}``, on stdout once
-the socket listens; logs go to stderr (quiet unless ``--verbose``). Exit code 0
-on SIGTERM or SIGINT.
+the socket listens (with ``--tls``: ``{"url": "https://127.0.0.1:PORT",
+"certificate": "/tmp/.../cert.pem"}``, the self-signed certificate it serves);
+logs go to stderr (quiet unless ``--verbose``). Exit code 0 on SIGTERM or
+SIGINT, 2 on bad arguments or when ``--tls`` cannot make its certificate.
 """
 from __future__ import annotations
 
@@ -14,8 +16,9 @@ import sys
 import threading
 
 from .dataset import Dataset, DatasetSpec
-from .faults import DETERMINISTIC_FAULTS, FaultConfig
+from .faults import DETERMINISTIC_FAULTS, ENDPOINTS, FaultConfig
 from .server import EmulatorHTTPServer, EmulatorState
+from .tls import TlsUnavailable
 
 
 def _fail_request(value: str):
@@ -29,6 +32,16 @@ def _fail_request(value: str):
     if fault not in DETERMINISTIC_FAULTS:
         raise argparse.ArgumentTypeError(f"unknown fault {fault!r}; known: {', '.join(DETERMINISTIC_FAULTS)}")
     return n_int, fault
+
+
+def _endpoint_fault(value: str):
+    endpoint, sep, fault = value.partition("=")
+    if not sep or endpoint not in ENDPOINTS:
+        raise argparse.ArgumentTypeError(f"expected ENDPOINT=FAULT with ENDPOINT in {', '.join(ENDPOINTS)}, "
+                                         f"got {value!r}")
+    if fault not in DETERMINISTIC_FAULTS:
+        raise argparse.ArgumentTypeError(f"unknown fault {fault!r}; known: {', '.join(DETERMINISTIC_FAULTS)}")
+    return endpoint, fault
 
 
 def _grow_step(value: str):
@@ -45,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0 = a random free port (default)")
+    p.add_argument("--tls", action="store_true",
+                   help="serve https with a fresh self-signed certificate (made with the openssl command)")
     g = p.add_argument_group("dataset")
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--payouts", type=int, default=d.payouts)
@@ -54,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--merchant-id", default=d.merchant_id)
     g.add_argument("--identical-rows-per-payout", type=int, default=d.identical_rows_per_payout)
     g.add_argument("--purged-order-ratio", type=float, default=d.purged_order_ratio)
+    g.add_argument("--empty-payouts", type=int, default=d.empty_payouts,
+                   help="how many payouts have no transactions at all (every k-th, k = payouts // this)")
     g.add_argument("--grow", type=_grow_step, action="append", default=[], metavar="NEW:LATE",
                    help="apply a growth step at start (repeatable), as if POST /_emulator/grow")
     a = p.add_argument_group("auth")
@@ -61,7 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--password", default="emulator-secret")
     f = p.add_argument_group("faults (fractions 0..1 unless noted)")
     f.add_argument("--latency-ms", type=float, default=0.0)
-    f.add_argument("--rate-limit-rps", type=float, default=0.0, help="0 = off")
+    f.add_argument("--rate-limit-rps", type=float, default=0.0,
+                   help="the merchant's quota per 1-second window (a whole number); 0 = not enforced")
+    f.add_argument("--other-traffic-rps", type=float, default=0.0,
+                   help="requests/s of the same quota used by the merchant's other traffic (its checkout)")
     f.add_argument("--no-retry-after", action="store_true", help="omit Retry-After on 429")
     f.add_argument("--error-5xx", type=float, default=0.0)
     f.add_argument("--connection-reset", type=float, default=0.0)
@@ -72,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--fault-seed", type=int, default=0)
     f.add_argument("--fail-request", type=_fail_request, action="append", default=[], metavar="N=FAULT",
                    help=f"fail exactly the Nth API request (repeatable); FAULT in {', '.join(DETERMINISTIC_FAULTS)}")
+    f.add_argument("--endpoint-fault", type=_endpoint_fault, action="append", default=[], metavar="ENDPOINT=FAULT",
+                   help=f"answer every request of ENDPOINT ({', '.join(ENDPOINTS)}) with FAULT (repeatable)")
     p.add_argument("-v", "--verbose", action="store_true", help="log requests to stderr")
     p.add_argument("--exit-on-stdin-eof", action="store_true",
                    help="shut down when stdin reaches EOF (the client uses this so an emulator never "
@@ -86,20 +108,27 @@ def main(argv=None) -> int:
             seed=args.seed, payouts=args.payouts, transactions_per_payout=args.transactions_per_payout,
             currencies=args.currencies, first_payout_date=args.first_payout_date, merchant_id=args.merchant_id,
             identical_rows_per_payout=args.identical_rows_per_payout, purged_order_ratio=args.purged_order_ratio,
+            empty_payouts=args.empty_payouts,
         )
         faults = FaultConfig(
             latency_ms=args.latency_ms, rate_limit_rps=args.rate_limit_rps or None,
+            other_traffic_rps=args.other_traffic_rps,
             retry_after=not args.no_retry_after, error_5xx=args.error_5xx,
             connection_reset=args.connection_reset, truncated_body=args.truncated_body,
             invalid_json=args.invalid_json, slow=args.slow, slow_seconds=args.slow_seconds,
             fault_seed=args.fault_seed, fail_requests=dict(args.fail_request),
+            endpoint_faults=dict(args.endpoint_fault),
         )
     except ValueError as e:
         print(f"klarna_emulator: {e}", file=sys.stderr)
         return 2
     dataset = Dataset(spec, growth=args.grow)
     state = EmulatorState(dataset, args.username, args.password, faults, verbose=args.verbose)
-    server = EmulatorHTTPServer((args.host, args.port), state)
+    try:
+        server = EmulatorHTTPServer((args.host, args.port), state, tls=args.tls)
+    except TlsUnavailable as e:
+        print(f"klarna_emulator: {e}", file=sys.stderr)
+        return 2
 
     stopping = threading.Event()
 
@@ -126,7 +155,10 @@ def main(argv=None) -> int:
 
         threading.Thread(target=watch_stdin, name="stdin-eof-watch", daemon=True).start()
 
-    sys.stdout.write(json.dumps({"url": server.url}) + "\n")
+    ready = {"url": server.url}
+    if server.certificate is not None:
+        ready["certificate"] = server.certificate.cert_file
+    sys.stdout.write(json.dumps(ready) + "\n")
     sys.stdout.flush()
     if args.verbose:
         print(f"klarna_emulator: serving {dataset.payout_count} payouts on {server.url}", file=sys.stderr)

@@ -14,6 +14,7 @@ import json
 import os
 import queue
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -21,7 +22,8 @@ import threading
 import urllib.error
 import urllib.request
 
-from .dataset import Dataset, DatasetSpec, format_datetime, parse_datetime
+from .dataset import Dataset, DatasetSpec
+from .dates import format_datetime, parse_datetime
 from .faults import FaultConfig
 
 __all__ = ["KlarnaEmulator", "EmulatorStartError"]
@@ -29,6 +31,7 @@ __all__ = ["KlarnaEmulator", "EmulatorStartError"]
 _KNOB_FLAGS = {
     "latency_ms": "--latency-ms",
     "rate_limit_rps": "--rate-limit-rps",
+    "other_traffic_rps": "--other-traffic-rps",
     "error_5xx": "--error-5xx",
     "connection_reset": "--connection-reset",
     "truncated_body": "--truncated-body",
@@ -46,19 +49,25 @@ class EmulatorStartError(RuntimeError):
 class KlarnaEmulator:
     """Context manager around ``python -m klarna_emulator`` (a subprocess).
 
-    ``knobs`` are FaultConfig fields (latency_ms, rate_limit_rps, retry_after,
-    error_5xx, connection_reset, truncated_body, invalid_json, slow,
-    slow_seconds, fault_seed, fail_requests) applied at start.
+    ``tls=True`` serves https with a self-signed certificate (``.certificate``, its PEM file): clients
+    verifying against the default CA store refuse it.
+
+    ``knobs`` are FaultConfig fields (latency_ms, rate_limit_rps, other_traffic_rps,
+    retry_after, error_5xx, connection_reset, truncated_body, invalid_json, slow,
+    slow_seconds, fault_seed, fail_requests, endpoint_faults) applied at start (see faults.py).
     """
 
     def __init__(self, spec: DatasetSpec | None = None, username: str = "emulator",
                  password: str = "emulator-secret", *, host: str = "127.0.0.1", port: int = 0,
-                 start_timeout: float = 10.0, stop_timeout: float = 10.0, verbose: bool = False, **knobs):
+                 start_timeout: float = 10.0, stop_timeout: float = 10.0, verbose: bool = False, tls: bool = False,
+                 **knobs):
         self.spec = spec or DatasetSpec()
         self.username, self.password = username, password
         self.host, self.port = host, port
         self.start_timeout, self.stop_timeout = start_timeout, stop_timeout
         self.verbose = verbose
+        self.tls = tls
+        self.certificate: str | None = None  # with tls: the PEM file of the server's self-signed certificate
         self.knobs = FaultConfig.from_dict(knobs)  # validates early, in the test process
         self.dataset = Dataset(self.spec)
         self.url: str | None = None
@@ -81,8 +90,12 @@ class KlarnaEmulator:
             cmd.append("--no-retry-after")
         for n, fault in sorted(k.fail_requests.items()):
             cmd += ["--fail-request", f"{n}={fault}"]
+        for endpoint, fault in sorted(k.endpoint_faults.items()):
+            cmd += ["--endpoint-fault", f"{endpoint}={fault}"]
         if self.verbose:
             cmd.append("--verbose")
+        if self.tls:
+            cmd.append("--tls")
         cmd.append("--exit-on-stdin-eof")
         return cmd
 
@@ -118,8 +131,10 @@ class KlarnaEmulator:
             raise EmulatorStartError(f"emulator did not print its ready line within {self.start_timeout}s; "
                                      f"stderr:\n{self.stderr_text()}") from None
         try:
-            self.url = json.loads(raw)["url"]
-        except (ValueError, KeyError, TypeError):
+            ready = json.loads(raw)
+            self.url = ready["url"]
+            self.certificate = ready.get("certificate")
+        except (ValueError, KeyError, TypeError, AttributeError):
             self._kill()
             raise EmulatorStartError(f"bad ready line {raw!r}; exit code {self.process.returncode}; "
                                      f"stderr:\n{self.stderr_text()}") from None
@@ -187,8 +202,11 @@ class KlarnaEmulator:
         data = None if payload is None else json.dumps(payload).encode()
         req = urllib.request.Request(f"{self.url}/_emulator/{path}", data=data, method=method,
                                      headers={"Content-Type": "application/json"})
+        # The admin calls trust the emulator's own self-signed certificate (only they do: API clients
+        # under test verify as usual).
+        context = ssl.create_default_context(cafile=self.certificate) if self.certificate else None
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
+            with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
                 return json.loads(resp.read())
         except urllib.error.HTTPError as e:
             raise RuntimeError(f"{method} /_emulator/{path} -> {e.code}: {e.read().decode(errors='replace')}") from None

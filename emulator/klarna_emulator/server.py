@@ -1,21 +1,24 @@
-"""HTTP/1.1 server with Klarna Settlements + Order Management semantics.
+"""HTTP/1.1 (or, with ``tls``, HTTPS) server with Klarna Settlements + Order Management semantics.
 
-Endpoints (Basic auth required):
+Endpoints (Basic auth required; the names in brackets are those of the request log and of
+``endpoint_faults``):
 
-* ``GET /settlements/v1/payouts`` (start_date, end_date, currency_code, size, offset)
-* ``GET /settlements/v1/payouts/summary`` (start_date, end_date required; currency_code)
-* ``GET /settlements/v1/payouts/{payment_reference}``
-* ``GET /settlements/v1/transactions`` (payment_reference, order_id, size, offset)
-* ``GET /ordermanagement/v1/orders/{order_id}``
+* ``GET /settlements/v1/payouts`` (start_date, end_date, currency_code, size, offset) [payouts]
+* ``GET /settlements/v1/payouts/summary`` (start_date, end_date required; currency_code) [payouts_summary]
+* ``GET /settlements/v1/payouts/{payment_reference}`` [payout]
+* ``GET /settlements/v1/transactions`` (payment_reference, order_id, size, offset) [transactions]
+* ``GET /ordermanagement/v1/orders/{order_id}`` [order]
 
-Admin endpoints (no auth, no faults, no rate limit, not logged):
+Admin endpoints (no auth, no faults, no rate limit, no rate-limit headers, not logged):
 ``GET /_emulator/health``, ``GET /_emulator/spec``, ``POST /_emulator/grow``,
 ``GET|POST /_emulator/faults``, ``GET /_emulator/requests``,
 ``POST /_emulator/requests/reset``, ``GET /_emulator/stats``.
 
 Every 4xx/5xx body is Klarna's ErrorResponse ``{"error_code", "error_messages",
 "correlation_id"}``; every response has a ``Klarna-Correlation-Id`` header and
-a ``Content-Length``.
+a ``Content-Length``; every API answer has the ``X-Ratelimit-Limit``,
+``X-Ratelimit-Remaining`` and ``X-Ratelimit-Reset`` headers (see faults.py for
+the rate limit and the faults).
 """
 from __future__ import annotations
 
@@ -26,17 +29,21 @@ import json
 import os
 import re
 import socket
+import ssl
 import struct
 import sys
 import threading
+import time
 import uuid
 from collections import Counter, deque
 from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
-from .dataset import Dataset, parse_datetime
-from .faults import FaultConfig, FaultController, retry_after_header
+from .dataset import Dataset
+from .dates import parse_datetime
+from .faults import ENDPOINTS, FaultConfig, FaultController, RateLimitReading, retry_after_header
+from .tls import SelfSignedCertificate
 
 __all__ = ["EmulatorState", "EmulatorHTTPServer", "start_server", "DEFAULT_SIZE", "MAX_SIZE"]
 
@@ -55,6 +62,39 @@ _ROUTES = (
     ("transactions", re.compile(r"^/settlements/v1/transactions$")),
     ("order", re.compile(r"^/ordermanagement/v1/orders/([^/]+)$")),
 )
+assert tuple(name for name, _ in _ROUTES) == ENDPOINTS  # the names endpoint_faults and the request log use
+
+
+#: faults answered with a fixed ErrorResponse: fault -> (status, error_code, message)
+_CANNED_ERRORS = {
+    "error_5xx": (503, "SERVICE_UNAVAILABLE", "Injected server error (emulator)."),
+    "error_503": (503, "SERVICE_UNAVAILABLE", "Injected server error (emulator)."),
+    "error_500": (500, "INTERNAL_SERVER_ERROR", "Injected server error (emulator)."),
+    "not_found": (404, "NOT_FOUND", "The requested resource was not found."),
+    "forbidden": (403, "FORBIDDEN", "Access to this resource is not allowed."),
+}
+#: the parameter a ``bad_request`` fault complains about, per endpoint
+_BAD_PARAMETER = {
+    "payouts": "start_date: must be a valid date-time",
+    "payouts_summary": "start_date: must be a valid date-time",
+    "payout": "payment_reference: must be a valid payment reference",
+    "transactions": "payment_reference: must be a valid payment reference",
+    "order": "order_id: must be a valid order id",
+}
+#: faults that change the shape of a collection (other endpoints answer as usual)
+_COLLECTION_SHAPES = ("no_pagination", "null_items")
+#: what a captive portal or a proxy's login page answers instead of the API
+FOREIGN_BODY = (b"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Sign in to the network</title></head>\n"
+                b"<body><h1>Sign in to continue</h1><p>This network requires you to sign in before you can reach "
+                b"the internet.</p>\n<form method=\"post\" action=\"/login\"><input name=\"user\">"
+                b"<input name=\"password\" type=\"password\"><button>Sign in</button></form></body></html>\n")
+
+
+def _canned_error(fault, endpoint):
+    """(status, error_code, message) of a fault answered with a fixed ErrorResponse, else None."""
+    if fault == "bad_request":
+        return 400, "BAD_REQUEST", _BAD_PARAMETER.get(endpoint, _BAD_PARAMETER["payouts"])
+    return _CANNED_ERRORS.get(fault)
 
 
 class ApiError(Exception):
@@ -74,10 +114,10 @@ class EmulatorState:
     """Everything a request handler needs: data, credentials, knobs, request log."""
 
     def __init__(self, dataset: Dataset, username: str, password: str, faults: FaultConfig | None = None,
-                 verbose: bool = False):
+                 verbose: bool = False, clock=time.monotonic):
         self.dataset = dataset
         self.username, self.password = username, password
-        self.faults = FaultController(faults or FaultConfig())
+        self.faults = FaultController(faults or FaultConfig(), clock=clock)
         self.verbose = verbose
         self.shutdown_event = threading.Event()
         self._lock = threading.Lock()
@@ -107,7 +147,10 @@ class EmulatorState:
             self._n += 1
             return self._n
 
-    def record(self, n, method, path, query, status, fault, endpoint):
+    def record(self, n, method, path, query, status, fault, endpoint, rate: RateLimitReading | None = None):
+        """Log one API request; ``rate``: the rate-limit headers its answer carries (None: no answer)."""
+        if rate is not None:
+            self.faults.limiter.saw_remaining(rate.remaining)
         with self._lock:
             self._log.append({"n": n, "method": method, "path": path, "query": query, "status": status,
                               "fault": fault, "endpoint": endpoint})
@@ -131,6 +174,7 @@ class EmulatorState:
             self._by_endpoint.clear()
             self._faults.clear()
             self._rate_limited = 0
+        self.faults.limiter.reset()
 
     def stats(self) -> dict:
         with self._lock:
@@ -139,6 +183,7 @@ class EmulatorState:
                 "request_number": self._n,
                 "by_status": dict(sorted(self._by_status.items())),
                 "rate_limited": self._rate_limited,
+                "rate_limit": self.faults.limiter.stats(),
                 "faults": dict(sorted(self._faults.items())),
                 "by_endpoint": dict(sorted(self._by_endpoint.items())),
             }
@@ -152,6 +197,11 @@ class KlarnaHandler(BaseHTTPRequestHandler):
 
     # ---------------------------------------------------------------- plumbing
     def setup(self):
+        if isinstance(self.request, ssl.SSLSocket):
+            # The TLS handshake runs here, in the connection's own thread, not in the accepting loop; a
+            # client that refuses the certificate ends the connection (handle_error stays quiet).
+            self.request.settimeout(self.timeout)
+            self.request.do_handshake()
         super().setup()
         try:
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -233,7 +283,7 @@ class KlarnaHandler(BaseHTTPRequestHandler):
 
     def _base_url(self) -> str:
         host = self.headers.get("Host")
-        return f"http://{host}" if host else self.server.url
+        return f"{self.server.scheme}://{host}" if host else self.server.url
 
     # ---------------------------------------------------------------- dispatch
     def _handle(self, method):
@@ -259,30 +309,39 @@ class KlarnaHandler(BaseHTTPRequestHandler):
             if match:
                 endpoint = name
                 break
-        config, fault, retry = state.faults.decide(n)
+        decision = state.faults.decide(n, endpoint)
+        config, fault, rate = decision.config, decision.fault, decision.rate
         if config.latency_ms > 0:
             state.shutdown_event.wait(config.latency_ms / 1000.0)
+        rate_headers = rate.headers()
 
         # NB: every request is recorded BEFORE its response is written, so a client that has
         # seen the response always finds it in /_emulator/requests and /_emulator/stats.
-        if retry is not None:
-            extra = (("Retry-After", retry_after_header(retry)),) if config.retry_after else ()
-            state.record(n, method, path, query, 429, "rate_limit", endpoint)
+        if fault == "rate_limit":
+            extra = rate_headers
+            if config.retry_after:
+                extra += (("Retry-After", retry_after_header(rate.seconds_to_reset)),)
+            state.record(n, method, path, query, 429, fault, endpoint, rate)
             self._send(429, error_body("RATE_LIMITED", "Too many requests, slow down.", cid), cid, extra)
             return
         if fault == "connection_reset":
             state.record(n, method, path, query, None, fault, endpoint)
             self._reset_connection()
             return
-        if fault in ("error_5xx", "error_503", "error_500"):
-            status = 500 if fault == "error_500" else 503
-            code = "INTERNAL_SERVER_ERROR" if status == 500 else "SERVICE_UNAVAILABLE"
-            state.record(n, method, path, query, status, fault, endpoint)
-            self._send(status, error_body(code, "Injected server error (emulator).", cid), cid)
+        canned = _canned_error(fault, endpoint)
+        if canned is not None:
+            status, code, message = canned
+            state.record(n, method, path, query, status, fault, endpoint, rate)
+            self._send(status, error_body(code, message, cid), cid, rate_headers)
+            return
+        if fault == "foreign_body":
+            state.record(n, method, path, query, 200, fault, endpoint, rate)
+            self._send(200, FOREIGN_BODY, cid, rate_headers, content_type="text/html")
             return
 
         try:
-            status, payload, extra = self._api(method, endpoint, match, path, pairs, query, cid)
+            status, payload, extra = self._api(method, endpoint, match, path, pairs, query, cid,
+                                               collection_shape=fault if fault in _COLLECTION_SHAPES else None)
         except ApiError as e:
             status, payload, extra = e.status, error_body(e.code, e.message, cid), e.headers
         except Exception as e:  # pragma: no cover - a bug in the emulator must still answer
@@ -290,6 +349,7 @@ class KlarnaHandler(BaseHTTPRequestHandler):
                 import traceback
                 traceback.print_exc()
             status, payload, extra = 500, error_body("INTERNAL_SERVER_ERROR", f"emulator bug: {e!r}", cid), ()
+        extra = tuple(extra) + rate_headers
 
         if fault == "slow":
             state.shutdown_event.wait(config.slow_seconds)
@@ -297,7 +357,7 @@ class KlarnaHandler(BaseHTTPRequestHandler):
             if len(payload) < 2:
                 payload = payload + b" " * (2 - len(payload))
             head = self._head(status, "application/json", len(payload), cid, extra)
-            state.record(n, method, path, query, status, fault, endpoint)
+            state.record(n, method, path, query, status, fault, endpoint, rate)
             self._write(head + payload[: len(payload) // 2])
             self.close_connection = True
             return
@@ -306,7 +366,7 @@ class KlarnaHandler(BaseHTTPRequestHandler):
             payload = payload[: max(1, len(payload) // 2)]
             if payload[:1] not in (b"{", b"["):
                 payload = b"{" + payload
-        state.record(n, method, path, query, status, fault, endpoint)
+        state.record(n, method, path, query, status, fault, endpoint, rate)
         self._send(status, payload, cid, extra)
 
     def _reset_connection(self):
@@ -326,7 +386,7 @@ class KlarnaHandler(BaseHTTPRequestHandler):
             pass
 
     # ---------------------------------------------------------------- API
-    def _api(self, method, endpoint, match, path, pairs, query, cid):
+    def _api(self, method, endpoint, match, path, pairs, query, cid, collection_shape=None):
         state: EmulatorState = self.server.state
         if not state.check_auth(self.headers.get("Authorization")):
             raise ApiError(401, "UNAUTHORIZED", "Authentication failed: missing or invalid Basic credentials.",
@@ -343,7 +403,7 @@ class KlarnaHandler(BaseHTTPRequestHandler):
             end = _date(query, "end_date", required=False)
             currency = _currency(query)
             rows, total = ds.payouts_page(start, end, currency, offset, size)
-            return 200, self._collection(b"payouts", rows, total, offset, size, path, pairs), ()
+            return 200, self._collection(b"payouts", rows, total, offset, size, path, pairs, collection_shape), ()
         if endpoint == "payouts_summary":
             start = _date(query, "start_date", required=True)
             end = _date(query, "end_date", required=True)
@@ -360,7 +420,8 @@ class KlarnaHandler(BaseHTTPRequestHandler):
             ref = query.get("payment_reference") or None
             order_id = query.get("order_id") or None
             rows, total = ds.transactions_page(ref, order_id, offset, size)
-            return 200, self._collection(b"transactions", rows, total, offset, size, path, pairs), ()
+            return 200, self._collection(b"transactions", rows, total, offset, size, path, pairs,
+                                         collection_shape), ()
         if endpoint == "order":
             order_id = unquote(match.group(1))
             body = ds.order_json(order_id)
@@ -369,7 +430,12 @@ class KlarnaHandler(BaseHTTPRequestHandler):
             return 200, body, ()
         raise ApiError(404, "NOT_FOUND", f"No resource found at {path}.")  # pragma: no cover
 
-    def _collection(self, key: bytes, rows, total, offset, size, path, pairs) -> bytes:
+    def _collection(self, key: bytes, rows, total, offset, size, path, pairs, shape=None) -> bytes:
+        """A PayoutCollection / TransactionCollection; ``shape`` ``no_pagination`` drops its pagination block,
+        ``null_items`` serves its list as null (faults)."""
+        items = b"null" if shape == "null_items" else b"[" + b",".join(rows) + b"]"
+        if shape == "no_pagination":
+            return b"".join((b'{"', key, b'":', items, b"}"))
         pagination = {"count": len(rows), "total": total, "offset": offset}
         kept = [(k, v) for k, v in pairs if k not in ("size", "offset")]
         base = f"{self._base_url()}{path}?"
@@ -377,7 +443,7 @@ class KlarnaHandler(BaseHTTPRequestHandler):
             pagination["next"] = base + urlencode(kept + [("size", size), ("offset", offset + size)])
         if offset > 0:
             pagination["prev"] = base + urlencode(kept + [("size", size), ("offset", max(0, offset - size))])
-        return b"".join((b'{"', key, b'":[', b",".join(rows), b'],"pagination":',
+        return b"".join((b'{"', key, b'":', items, b',"pagination":',
                          json.dumps(pagination, separators=(",", ":")).encode(), b"}"))
 
     # ---------------------------------------------------------------- admin
@@ -496,14 +562,36 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, address, state: EmulatorState):
+    def __init__(self, address, state: EmulatorState, tls: bool = False):
+        """``tls``: serve https with a fresh self-signed certificate (``certificate.cert_file``); raises
+        TlsUnavailable when it cannot be made."""
         self.state = state
-        super().__init__(address, KlarnaHandler)
+        self.certificate = SelfSignedCertificate(address[0]) if tls else None
+        try:
+            super().__init__(address, KlarnaHandler)
+            if self.certificate is not None:
+                self.socket = self.certificate.server_context().wrap_socket(
+                    self.socket, server_side=True, do_handshake_on_connect=False)
+        except BaseException:
+            self._remove_certificate()
+            raise
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.certificate is not None else "http"
 
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{self.scheme}://{host}:{port}"
+
+    def server_close(self):
+        super().server_close()
+        self._remove_certificate()
+
+    def _remove_certificate(self):
+        if self.certificate is not None:
+            self.certificate.close()
 
     def handle_error(self, request, client_address):
         if self.state.verbose:
@@ -511,14 +599,14 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
 
 
 def start_server(dataset: Dataset, username="emulator", password="emulator-secret", faults=None,
-                 host="127.0.0.1", port=0, verbose=False):
+                 host="127.0.0.1", port=0, verbose=False, tls=False):
     """Start a server in a background thread of THIS process (handy for debugging).
 
     Returns ``(server, thread)``; stop with ``server.state.shutdown_event.set();
     server.shutdown(); server.server_close()``.
     """
     state = EmulatorState(dataset, username, password, faults, verbose)
-    server = EmulatorHTTPServer((host, port), state)
+    server = EmulatorHTTPServer((host, port), state, tls=tls)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
                               name="klarna-emulator", daemon=True)
     thread.start()

@@ -5,6 +5,8 @@ Run from the repository root: `.venv/bin/pytest emulator/tests -q` (after `make 
 from __future__ import annotations
 
 import collections
+import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -20,8 +22,9 @@ import pytest
 import requests
 import yaml
 
-from klarna_emulator import Dataset, DatasetSpec, FaultConfig, KlarnaEmulator
+from klarna_emulator import Dataset, DatasetSpec, EmulatorStartError, FaultConfig, KlarnaEmulator
 from klarna_emulator.dataset import TOTALS_BY_TYPE, format_datetime, parse_datetime
+from klarna_emulator.faults import FaultController, RateLimiter
 from reference import ORDER_MANAGEMENT_OPENAPI, SETTLEMENTS_OPENAPI
 
 HERE = Path(__file__).resolve().parent
@@ -362,6 +365,40 @@ def test_grow_is_a_pure_function_of_spec_and_steps():
     assert served.index(late[0]["payment_reference"]) > 4
 
 
+def test_empty_payouts_have_no_transactions_and_zero_totals(schemas):
+    spec = DatasetSpec(payouts=10, transactions_per_payout=12, empty_payouts=3)
+    ds, full = Dataset(spec), Dataset(dataclasses.replace(spec, empty_payouts=0))
+    by_date = sorted(ds.payouts(), key=lambda p: p["payout_date"])
+    empty = [p["payment_reference"] for p in by_date if not ds.transactions_for(p["payment_reference"])]
+    # k = 10 // 3 = 3: payouts 2, 5 and 8 of the generation order (one currency cycle is one day)
+    assert empty == [by_date[i]["payment_reference"] for i in (2, 5, 8)]
+    for p in ds.payouts():
+        ref = p["payment_reference"]
+        if ref in empty:
+            assert set(p["totals"].values()) == {0}
+        else:  # every other payout is byte for byte the one of the spec without empty payouts
+            assert p == full.payout(ref) and ds.transactions_for(ref) == full.transactions_for(ref)
+    assert ds.transaction_count() == 7 * 12 == len(list(ds.transactions()))
+    assert set(ds.order_ids()) == {r["order_id"] for r in ds.transactions()}
+    with pytest.raises(ValueError, match="empty_payouts"):
+        DatasetSpec(payouts=2, empty_payouts=3)
+    assert "--empty-payouts" in spec.to_cli_args()
+    with KlarnaEmulator(spec) as emu, requests.Session() as s:
+        s.auth = emu.auth
+        for ref in empty:
+            body = s.get(emu.url + TRANSACTIONS, params={"payment_reference": ref}, timeout=10).json()
+            schemas.validate("st", "TransactionCollection", body)
+            assert body == {"transactions": [], "pagination": {"count": 0, "total": 0, "offset": 0}}
+            assert s.get(emu.url + f"{PAYOUTS}/{ref}", timeout=10).json()["totals"]["sale_amount"] == 0
+        rows, pages = walk(s, emu.url + TRANSACTIONS, {"size": 5}, "transactions")
+        assert rows == list(ds.transactions()) and pages[0]["total"] == 84
+        assert s.get(emu.url + PAYOUTS, params={"size": 500}, timeout=10).json()["payouts"] == ds.payouts()
+        summary = s.get(emu.url + SUMMARY, params={"start_date": "2020-01-01", "end_date": "2030-01-01"},
+                        timeout=10).json()
+        assert summary == ds.summary("2020-01-01", "2030-01-01")
+        assert emu.health()["transactions"] == 84
+
+
 # --------------------------------------------------------------------------- HTTP vs contract vs dataset
 
 def test_payouts_page_and_single_payouts_match_schema_and_dataset(emu, http, schemas):
@@ -680,6 +717,282 @@ def test_rate_limit_without_retry_after(knobs, schemas):
         assert "Retry-After" not in r.headers
 
 
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self, now=1000.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+def test_rate_limit_windows_count_quota_and_a_429_consumes_none():
+    clock = FakeClock()
+    limiter = RateLimiter(5, clock=clock)
+    readings = [limiter.admit() for _ in range(8)]
+    assert [r.allowed for r in readings] == [True] * 5 + [False] * 3
+    assert [r.remaining for r in readings] == [4, 3, 2, 1, 0, 0, 0, 0]
+    clock.now += 0.999  # still the first window
+    assert not limiter.admit().allowed
+    clock.now += 0.001  # the second window: the refused requests used none of its quota
+    assert [limiter.admit().remaining for _ in range(5)] == [4, 3, 2, 1, 0]
+    clock.now += 5.5  # windows without requests are not counted
+    r = limiter.admit()
+    assert r.allowed and r.remaining == 4 and r.seconds_to_reset == pytest.approx(0.5)
+    assert r.headers() == (("X-Ratelimit-Limit", "5, 5;w=1"), ("X-Ratelimit-Remaining", "4"),
+                           ("X-Ratelimit-Reset", "1"))
+    assert limiter.stats() == {"limit": 5, "enforced": True, "windows": 3,
+                               "other_traffic": {"requests": 0, "refused": 0}, "lowest_remaining": None}
+
+
+def test_rate_limit_other_traffic_shares_the_quota_arithmetically():
+    clock = FakeClock()
+    limiter = RateLimiter(10, other_traffic_rps=6, clock=clock)
+    clock.now += 0.5  # the other traffic has sent floor(6 * 0.5) = 3
+    assert [limiter.admit().remaining for _ in range(7)] == [6, 5, 4, 3, 2, 1, 0]
+    assert not limiter.admit().allowed
+    clock.now += 0.4  # t = 0.9: floor(5.4) = 5, the two new ones are refused
+    assert limiter.stats()["other_traffic"] == {"requests": 5, "refused": 2}
+    clock.now += 0.3  # next window, t = 0.2: the old one ended with 6 (one more refused), this one has 1
+    r = limiter.admit()
+    assert r.allowed and r.remaining == 10 - 1 - 1
+    stats = limiter.stats()
+    assert stats["other_traffic"] == {"requests": 7, "refused": 3} and stats["windows"] == 2
+    # a quota the other traffic alone uses up: every connector request is refused
+    busy = RateLimiter(4, other_traffic_rps=50, clock=clock)
+    clock.now += 0.1  # 5 due, 4 used, 1 refused
+    assert [busy.admit().allowed for _ in range(3)] == [False] * 3
+    assert busy.stats()["other_traffic"] == {"requests": 5, "refused": 1}
+
+
+def test_rate_limit_not_enforced_still_counts_against_klarnas_200():
+    clock = FakeClock()
+    limiter = RateLimiter(None, other_traffic_rps=400, clock=clock)
+    clock.now += 0.4  # 160 of 200 used by the other traffic
+    readings = [limiter.admit() for _ in range(45)]
+    assert all(r.allowed for r in readings), "nothing is enforced"
+    assert readings[0].remaining == 39 and readings[-1].remaining == 0
+    assert readings[0].headers()[0] == ("X-Ratelimit-Limit", "200, 200;w=1")
+    clock.now += 0.1  # the other traffic finds the quota used up: refused
+    assert limiter.stats()["other_traffic"] == {"requests": 200, "refused": 40}
+    assert limiter.stats()["enforced"] is False and limiter.stats()["limit"] == 200
+
+
+def test_rate_limit_reset_and_reconfigure():
+    clock = FakeClock()
+    limiter = RateLimiter(2, clock=clock)
+    limiter.admit(), limiter.admit()
+    limiter.saw_remaining(3), limiter.saw_remaining(1)
+    assert not limiter.admit().allowed
+    limiter.configure(3)  # a fresh window with the new quota; the statistics stay
+    assert [limiter.admit().remaining for _ in range(3)] == [2, 1, 0]
+    assert limiter.stats()["windows"] == 2 and limiter.stats()["lowest_remaining"] == 1
+    limiter.reset()
+    assert limiter.stats() == {"limit": 3, "enforced": True, "windows": 0,
+                               "other_traffic": {"requests": 0, "refused": 0}, "lowest_remaining": None}
+    assert limiter.admit().remaining == 2
+
+
+def test_fail_requests_come_before_the_rate_limit_and_count_against_the_quota():
+    clock = FakeClock()
+    controller = FaultController(FaultConfig(rate_limit_rps=2, fail_requests={2: "error_500", 4: "rate_limit",
+                                                                              5: "invalid_json"}), clock=clock)
+    decisions = [controller.decide(n, "payouts") for n in range(1, 7)]
+    assert [d.fault for d in decisions] == [None, "error_500", "rate_limit", "rate_limit", "invalid_json",
+                                            "rate_limit"]
+    # the forced 500 used quota; the forced 429 did not; the forced invalid_json is answered although
+    # the quota is used up (and is counted: the window has seen 3 requests of a quota of 2)
+    assert [d.rate.remaining for d in decisions] == [1, 0, 0, 0, 0, 0]
+    assert controller.limiter._used == 3
+
+
+@pytest.mark.parametrize("bad", [0.5, 2.5, -1])
+def test_rate_limit_rps_is_a_whole_quota(bad):
+    with pytest.raises(ValueError, match="rate_limit_rps"):
+        FaultConfig(rate_limit_rps=bad)
+    assert FaultConfig(rate_limit_rps=15.0).rate_limit_rps == 15
+    assert FaultConfig(rate_limit_rps=0).rate_limit_rps is None
+    with pytest.raises(ValueError, match="other_traffic_rps"):
+        FaultConfig(other_traffic_rps=-1)
+
+
+def _rate_headers(resp):
+    limit = resp.headers["X-Ratelimit-Limit"]
+    remaining = int(resp.headers["X-Ratelimit-Remaining"])
+    reset = int(resp.headers["X-Ratelimit-Reset"])
+    assert reset >= 1 and remaining >= 0
+    return limit, remaining, reset
+
+
+def test_rate_limit_headers_on_every_kind_of_api_answer(knobs):
+    knobs.set_faults(fail_requests={1: "error_503", 2: "error_500", 3: "rate_limit", 4: "invalid_json", 5: "slow"},
+                     slow_seconds=0)
+    with fresh_session(knobs) as s:
+        answers = [s.get(knobs.url + PAYOUTS, timeout=10) for _ in range(5)]
+        answers += [s.get(knobs.url + PAYOUTS, timeout=10),  # 200
+                    s.get(knobs.url + PAYOUTS, params={"size": 0}, timeout=10),  # 400
+                    requests.get(knobs.url + PAYOUTS, timeout=10),  # 401
+                    s.get(knobs.url + PAYOUTS + "/NOPE", timeout=10),  # 404
+                    s.post(knobs.url + PAYOUTS, timeout=10),  # 405
+                    s.head(knobs.url + PAYOUTS, timeout=10)]  # 405, head only
+        assert [r.status_code for r in answers] == [503, 500, 429, 200, 200, 200, 400, 401, 404, 405, 405]
+        for r in answers:
+            assert _rate_headers(r)[0] == "200, 200;w=1", r.status_code
+        admin = s.get(knobs.url + "/_emulator/health", timeout=10)
+        assert admin.status_code == 200 and "X-Ratelimit-Limit" not in admin.headers
+    # the remaining count goes down by one a counted request (the 429 is not counted), and back to
+    # L - 1 when a new window starts, whatever the timing
+    remaining = [_rate_headers(r)[1] for r in answers]
+    for before, after, answer in zip(remaining, remaining[1:], answers[1:]):
+        expected = before if answer.status_code == 429 else before - 1
+        assert after in (expected, 199), remaining
+    assert knobs.stats()["rate_limit"]["lowest_remaining"] == min(remaining)
+
+
+def test_rate_limit_headers_on_a_truncated_answer(knobs):
+    import base64
+    import http.client
+
+    knobs.set_faults(fail_requests={1: "truncated_body"})
+    token = base64.b64encode(":".join(knobs.auth).encode()).decode()
+    conn = http.client.HTTPConnection(urlsplit(knobs.url).hostname, urlsplit(knobs.url).port, timeout=10)
+    try:
+        conn.request("GET", PAYOUTS, headers={"Authorization": f"Basic {token}"})
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.getheader("X-Ratelimit-Limit") == "200, 200;w=1"
+        assert int(resp.getheader("X-Ratelimit-Remaining")) == 199
+        with pytest.raises(http.client.IncompleteRead):
+            resp.read()
+    finally:
+        conn.close()
+
+
+def test_rate_limit_enforced_with_other_traffic_over_http(knobs, schemas):
+    # the other traffic uses the quota of 5 within microseconds of each window: the connector gets 429s
+    knobs.set_faults(rate_limit_rps=5, other_traffic_rps=1_000_000)
+    with fresh_session(knobs) as s:
+        rs = [s.get(knobs.url + TRANSACTIONS, timeout=10) for _ in range(6)]
+    assert [r.status_code for r in rs].count(429) >= 5
+    for r in rs:
+        if r.status_code == 429:
+            assert_error(schemas, r, 429, "RATE_LIMITED")
+            assert _rate_headers(r) == ("5, 5;w=1", 0, 1)
+            assert r.headers["Retry-After"] == "1"
+    stats = knobs.stats()
+    rate = stats["rate_limit"]
+    assert rate["limit"] == 5 and rate["enforced"] is True and rate["windows"] >= 1
+    assert rate["other_traffic"]["refused"] > 0 and rate["other_traffic"]["requests"] >= rate["other_traffic"]["refused"]
+    assert rate["lowest_remaining"] == 0
+    assert stats["rate_limited"] == [r.status_code for r in rs].count(429)
+    knobs.reset_requests()
+    assert knobs.stats()["rate_limit"] == {"limit": 5, "enforced": True, "windows": 0,
+                                           "other_traffic": {"requests": 0, "refused": 0}, "lowest_remaining": None}
+
+
+def test_rate_limit_knobs_reach_the_subprocess():
+    with KlarnaEmulator(DatasetSpec(payouts=2, transactions_per_payout=2), rate_limit_rps=200,
+                        other_traffic_rps=150) as emu:
+        assert emu.faults()["rate_limit_rps"] == 200 and emu.faults()["other_traffic_rps"] == 150
+        assert "--other-traffic-rps" in emu.command()
+        r = requests.get(emu.url + PAYOUTS, auth=emu.auth, timeout=10)
+        assert r.status_code == 200 and r.headers["X-Ratelimit-Limit"] == "200, 200;w=1"
+        # 150/s of the 200 are the checkout's: at most 50 left for the connector by the window's end
+        assert int(r.headers["X-Ratelimit-Remaining"]) <= 199
+        assert emu.set_faults(rate_limit_rps=3, other_traffic_rps=0.5)["rate_limit_rps"] == 3
+
+
+def test_endpoint_faults_answer_every_request_of_their_endpoint(knobs, schemas):
+    knobs.set_faults(endpoint_faults={"payouts": "foreign_body", "transactions": "null_items",
+                                      "payout": "forbidden", "payouts_summary": "bad_request", "order": "not_found"})
+    ref = knobs.dataset.payouts()[0]["payment_reference"]
+    order_id = next(knobs.dataset.order_ids(include_purged=False))
+    with fresh_session(knobs) as s:
+        for _ in range(2):
+            html = s.get(knobs.url + PAYOUTS, timeout=10)
+            assert html.status_code == 200 and html.headers["Content-Type"] == "text/html"
+            assert html.text.startswith("<!DOCTYPE html>") and int(html.headers["Content-Length"]) == len(html.content)
+            assert _rate_headers(html)[0] == "200, 200;w=1"
+            with pytest.raises(requests.exceptions.JSONDecodeError):
+                html.json()
+        body = s.get(knobs.url + TRANSACTIONS, params={"payment_reference": ref}, timeout=10).json()
+        assert body["transactions"] is None
+        assert body["pagination"] == {"count": 10, "total": 10, "offset": 0}
+        forbidden = assert_error(schemas, s.get(knobs.url + f"{PAYOUTS}/{ref}", timeout=10), 403, "FORBIDDEN")
+        assert forbidden["error_messages"] == ["Access to this resource is not allowed."]
+        bad = assert_error(schemas, s.get(knobs.url + SUMMARY, params={"start_date": "2024-01-01",
+                                                                       "end_date": "2024-02-01"}, timeout=10),
+                           400, "BAD_REQUEST")
+        assert bad["error_messages"] == ["start_date: must be a valid date-time"]
+        assert_error(schemas, s.get(knobs.url + f"{ORDERS}/{order_id}", timeout=10), 404, "NOT_FOUND")
+        # without credentials too: the fault is the answer
+        assert requests.get(knobs.url + f"{ORDERS}/{order_id}", timeout=10).status_code == 404
+    log = knobs.requests()
+    assert [e["fault"] for e in log] == ["foreign_body", "foreign_body", "null_items", "forbidden", "bad_request",
+                                         "not_found", "not_found"]
+    assert knobs.stats()["faults"] == {"bad_request": 1, "foreign_body": 2, "forbidden": 1, "not_found": 2,
+                                       "null_items": 1}
+
+
+def test_collection_faults_reshape_collections_only(knobs, schemas):
+    knobs.set_faults(endpoint_faults={"payouts": "no_pagination", "transactions": "no_pagination",
+                                      "payout": "null_items", "order": "no_pagination"})
+    ref = knobs.dataset.payouts()[0]["payment_reference"]
+    order_id = next(knobs.dataset.order_ids(include_purged=False))
+    with fresh_session(knobs) as s:
+        payouts = s.get(knobs.url + PAYOUTS, params={"size": 2}, timeout=10).json()
+        assert payouts == {"payouts": knobs.dataset.payouts()[:2]}
+        rows = s.get(knobs.url + TRANSACTIONS, params={"payment_reference": ref}, timeout=10).json()
+        assert rows == {"transactions": knobs.dataset.transactions_for(ref)}
+        one = s.get(knobs.url + f"{PAYOUTS}/{ref}", timeout=10)
+        assert one.status_code == 200 and one.json() == knobs.dataset.payout(ref)
+        order = s.get(knobs.url + f"{ORDERS}/{order_id}", timeout=10)
+        assert order.status_code == 200 and order.json() == knobs.dataset.order(order_id)
+        # a collection request the API rejects is rejected as usual
+        assert_error(schemas, s.get(knobs.url + PAYOUTS, params={"size": 0}, timeout=10), 400, "BAD_REQUEST")
+        knobs.set_faults(fail_requests={1: "null_items"})
+        knobs.reset_requests()
+        body = s.get(knobs.url + PAYOUTS, params={"size": 3}, timeout=10).json()
+        assert body["payouts"] is None and body["pagination"]["count"] == 3 and "next" in body["pagination"]
+
+
+@pytest.mark.parametrize("endpoint,parameter", [("payouts", "start_date"), ("transactions", "payment_reference"),
+                                                ("payout", "payment_reference"), ("order", "order_id")])
+def test_bad_request_names_a_parameter_of_its_endpoint(knobs, schemas, endpoint, parameter):
+    knobs.set_faults(endpoint_faults={endpoint: "bad_request"})
+    path = {"payouts": PAYOUTS, "transactions": TRANSACTIONS, "payout": PAYOUTS + "/X", "order": ORDERS + "/X"}
+    with fresh_session(knobs) as s:
+        body = assert_error(schemas, s.get(knobs.url + path[endpoint], timeout=10), 400, "BAD_REQUEST")
+    assert body["error_messages"][0].startswith(f"{parameter}: ")
+
+
+def test_fault_precedence_request_number_then_endpoint_then_rate_limit_then_random():
+    clock = FakeClock()
+    config = FaultConfig(fail_requests={1: "error_500", 4: "slow"}, endpoint_faults={"order": "forbidden"},
+                         rate_limit_rps=2, error_5xx=1.0)
+    controller = FaultController(config, clock=clock)
+    got = [controller.decide(1, "order").fault, controller.decide(2, "order").fault,
+           controller.decide(3, "payouts").fault, controller.decide(4, "payouts").fault,
+           controller.decide(5, "order").fault, controller.decide(6, "payouts").fault]
+    # 1: the request number beats the endpoint; 2: the endpoint fault; 3: quota used up by 1 and 2 -> 429;
+    # 4: the request number beats the rate limit; 5: the endpoint beats it; 6: 429 beats the random 5xx
+    assert got == ["error_500", "forbidden", "rate_limit", "slow", "forbidden", "rate_limit"]
+    clock.now += 1  # a new window: the random fault (error_5xx=1.0) comes last
+    assert controller.decide(7, "payouts").fault in ("error_500", "error_503")
+
+
+def test_endpoint_faults_are_validated(knobs):
+    with pytest.raises(ValueError, match="unknown endpoint"):
+        FaultConfig(endpoint_faults={"orders": "not_found"})
+    with pytest.raises(ValueError, match="unknown fault"):
+        FaultConfig(endpoint_faults={"order": "explode"})
+    with pytest.raises(RuntimeError, match="400"):
+        knobs._admin("POST", "faults", {"endpoint_faults": {"nope": "forbidden"}})
+    cfg = knobs.set_faults(endpoint_faults={"order": "not_found"}, fail_requests={2: "foreign_body"})
+    assert cfg["endpoint_faults"] == {"order": "not_found"} and cfg["fail_requests"] == {"2": "foreign_body"}
+    assert knobs.faults() == cfg
+
+
 def test_error_5xx(knobs, schemas):
     knobs.set_faults(error_5xx=1.0, fault_seed=3)
     with fresh_session(knobs) as s:
@@ -888,25 +1201,19 @@ def test_emulator_exits_when_its_parent_goes_away():
         emu.stop()
 
 
-def test_sigint_exits_zero_and_cli_flags():
-    cmd = [sys.executable, "-m", "klarna_emulator", "--host", "127.0.0.1", "--port", "0", "--seed", "1",
-           "--payouts", "5", "--transactions-per-payout", "4", "--currencies", "EUR,SEK,USD",
-           "--first-payout-date", "2024-01-01T00:00:00Z", "--username", "emulator", "--password",
-           "emulator-secret", "--latency-ms", "0", "--rate-limit-rps", "0", "--purged-order-ratio", "0",
-           "--no-retry-after", "--error-5xx", "0.1", "--fail-request", "1=error_503", "--grow", "2:1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+@contextlib.contextmanager
+def cli_emulator(*flags):
+    """``python -m klarna_emulator *flags`` as a subprocess: yields (process, its parsed ready line);
+    killed on the way out if the test did not stop it."""
+    import selectors
+
+    proc = subprocess.Popen([sys.executable, "-m", "klarna_emulator", *flags], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
     try:
-        import selectors
         sel = selectors.DefaultSelector()
         sel.register(proc.stdout, selectors.EVENT_READ)
         assert sel.select(timeout=10), "no ready line within 10 s"
-        url = json.loads(proc.stdout.readline())["url"]
-        assert requests.get(url + PAYOUTS, auth=("emulator", "emulator-secret"), timeout=10).status_code == 503
-        health = requests.get(url + "/_emulator/health", timeout=10).json()
-        assert health["payouts"] == 8 and health["growth"] == [[2, 1]]
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=10) == 0
-        assert proc.stdout.read() == b""
+        yield proc, json.loads(proc.stdout.readline())
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -915,9 +1222,111 @@ def test_sigint_exits_zero_and_cli_flags():
         proc.stderr.close()
 
 
+def test_sigint_exits_zero_and_cli_flags():
+    flags = ["--host", "127.0.0.1", "--port", "0", "--seed", "1",
+             "--payouts", "5", "--transactions-per-payout", "4", "--currencies", "EUR,SEK,USD",
+             "--first-payout-date", "2024-01-01T00:00:00Z", "--username", "emulator", "--password",
+             "emulator-secret", "--latency-ms", "0", "--rate-limit-rps", "0", "--purged-order-ratio", "0",
+             "--no-retry-after", "--error-5xx", "0.1", "--fail-request", "1=error_503", "--grow", "2:1"]
+    with cli_emulator(*flags) as (proc, ready):
+        url = ready["url"]
+        assert requests.get(url + PAYOUTS, auth=("emulator", "emulator-secret"), timeout=10).status_code == 503
+        health = requests.get(url + "/_emulator/health", timeout=10).json()
+        assert health["payouts"] == 8 and health["growth"] == [[2, 1]]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+        assert proc.stdout.read() == b""
+
+
 def test_cli_rejects_bad_arguments():
-    for bad in (["--payouts", "-1"], ["--error-5xx", "1.5"], ["--fail-request", "2=explode"], ["--currencies", ""]):
+    for bad in (["--payouts", "-1"], ["--error-5xx", "1.5"], ["--fail-request", "2=explode"], ["--currencies", ""],
+                ["--rate-limit-rps", "2.5"], ["--other-traffic-rps", "-1"], ["--endpoint-fault", "orders=not_found"],
+                ["--endpoint-fault", "order=explode"], ["--endpoint-fault", "order"]):
         res = subprocess.run([sys.executable, "-m", "klarna_emulator", *bad], capture_output=True,
                              timeout=20)
         assert res.returncode == 2, (bad, res)
         assert res.stdout == b""
+
+
+# --------------------------------------------------------------------------- golden reading
+
+def _golden_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("klarna_emulator_golden", HERE.parent / "golden.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_golden_reading_reaches_every_endpoint_and_is_reproducible():
+    """emulator/golden.py is the byte-for-byte proof of refactors (run with --against REV): its reading
+    must keep running against the package, reach every endpoint, and hash the same bytes twice."""
+    golden = _golden_module()
+    specs = [s for s in golden.golden_specs() if s[0] in ("growth", "edge")]
+    first, second = golden.digest_lines(specs), golden.digest_lines(specs)
+    assert first == second
+    assert len(first) == 2 * len(golden.ENDPOINTS) + 1
+    assert all(int(line.split()[2]) > 0 for line in first[:-1]), first
+    assert len({line.split()[3] for line in first[:-1]}) == len(first) - 1, "every digest covers other answers"
+
+
+# --------------------------------------------------------------------------- TLS
+
+def test_tls_serves_https_that_default_verification_refuses():
+    with KlarnaEmulator(DatasetSpec(payouts=4, transactions_per_payout=3), tls=True) as emu:
+        assert re.fullmatch(r"https://127\.0\.0\.1:\d+", emu.url)
+        assert emu.health()["payouts"] == 4, "the admin client trusts the emulator's own certificate"
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.get(emu.url + PAYOUTS, auth=emu.auth, timeout=10)
+        with requests.Session() as s:
+            s.auth = emu.auth  # verify per request: REQUESTS_CA_BUNDLE would override a session's verify
+            r = s.get(emu.url + PAYOUTS, params={"size": 2}, timeout=10, verify=emu.certificate)
+            assert r.status_code == 200 and r.headers["X-Ratelimit-Limit"] == "200, 200;w=1"
+            assert r.json()["pagination"]["next"].startswith(emu.url + PAYOUTS + "?")
+            second = s.get(r.json()["pagination"]["next"], timeout=10, verify=emu.certificate)
+            assert second.json()["payouts"] == emu.dataset.payouts()[2:]
+        assert emu.stats()["total"] == 2, "the refused handshake never became a request"
+        certificate = emu.certificate
+        assert os.path.isfile(certificate)
+    assert not os.path.exists(certificate), "the certificate is removed when the emulator stops"
+
+
+def test_tls_without_openssl_fails_with_a_clear_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no openssl on it (the interpreter is started by its full path)
+    res = subprocess.run([sys.executable, "-m", "klarna_emulator", "--tls"], capture_output=True, timeout=20)
+    assert res.returncode == 2 and res.stdout == b""
+    assert b"needs the openssl command line tool" in res.stderr
+    with pytest.raises(EmulatorStartError, match="openssl"):
+        KlarnaEmulator(DatasetSpec(payouts=1, transactions_per_payout=1), tls=True).start()
+
+
+def test_cli_flags_of_the_rate_limit_endpoint_faults_empty_payouts_and_tls():
+    import ssl
+    import urllib.request
+
+    flags = ["--payouts", "6", "--transactions-per-payout", "3", "--empty-payouts", "2", "--rate-limit-rps", "4",
+             "--other-traffic-rps", "0.5", "--endpoint-fault", "order=forbidden",
+             "--endpoint-fault", "payouts=no_pagination", "--tls"]
+    with cli_emulator(*flags) as (proc, ready):
+        url, certificate = ready["url"], ready["certificate"]
+        assert url.startswith("https://127.0.0.1:")
+        context = ssl.create_default_context(cafile=certificate)
+
+        def admin(path):
+            with urllib.request.urlopen(url + "/_emulator/" + path, context=context, timeout=10) as resp:
+                return json.loads(resp.read())
+
+        faults = admin("faults")
+        assert faults["rate_limit_rps"] == 4 and faults["other_traffic_rps"] == 0.5
+        assert faults["endpoint_faults"] == {"order": "forbidden", "payouts": "no_pagination"}
+        assert admin("spec")["spec"]["empty_payouts"] == 2
+        auth = ("emulator", "emulator-secret")
+        r = requests.get(url + PAYOUTS, auth=auth, timeout=10, verify=certificate)
+        assert r.status_code == 200 and set(r.json()) == {"payouts"}
+        assert r.headers["X-Ratelimit-Limit"] == "4, 4;w=1"
+        assert requests.get(url + ORDERS + "/x", auth=auth, timeout=10, verify=certificate).status_code == 403
+        assert admin("health")["transactions"] == 4 * 3
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert not os.path.exists(certificate)
