@@ -27,10 +27,10 @@ import socket
 import ssl
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from datetime import datetime, timedelta, timezone
 from dataclasses import InitVar, dataclass, field
-from typing import Any, Callable, Dict, Generic, Iterable, List, Mapping, MutableMapping, Optional, Sequence, Set, Tuple, TypeVar, Union
+from typing import Any, Callable, Deque, Dict, Generic, Iterable, List, Mapping, MutableMapping, Optional, Sequence, Set, Tuple, TypeVar, Union
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
@@ -949,11 +949,11 @@ class RateLimitPacer:
     (R left in the current window) and `X-Ratelimit-Reset` (seconds to the window's end). From these:
 
     - the others' rate: between two answers of one window, Remaining fell by the requests of both; less
-      the connector's own answers in between, over the time between, is the others' rate. A window
+      the connector's own requests sent in between, over the time between, is the others' rate. A window
       begins where Remaining rises (by more than the requests in flight, which may be counted out of
-      order). The estimate of a window is kept until the next window has been watched for a tenth of
-      its length, and the higher of the two is used (a falling estimate is trusted late, a rising one
-      at once);
+      order). The highest of the estimates of the current window (once watched for a tenth of its
+      length) and of the two before is used: a falling estimate is trusted late, a rising one at once,
+      and one window seen only in part cannot make it burst;
     - the connector's rate is L x (1 - reserve) / w less the others' rate, within [floor, cap]: at each
       window's end the reserve is left for the merchant's own bursts, and with no other traffic the
       connector runs at its cap (whose default is L x (1 - reserve) itself). The floor (1 % of L)
@@ -987,13 +987,14 @@ class RateLimitPacer:
         self._lock = threading.Lock()
         self._next_send = 0.0
         self._hold_until = 0.0
-        self._sent = 0
+        self._slots: Deque[float] = deque()  # send times handed out and not yet reached
+        self._sent = 0  # requests whose send time has come
         self._answered = 0
         # (time, Remaining, answers so far) of the current window's first answer, and of the latest.
         self._window_first: Optional[Tuple[float, float, int]] = None
         self._last_remaining: Optional[float] = None
         self._others_now: Optional[float] = None  # requests/s, this window
-        self._others_before: Optional[float] = None  # requests/s, the window before
+        self._others_before: Deque[float] = deque(maxlen=2)  # requests/s, the two windows before
         self._seen_headers = False
         self._rate = self._slow_start()  # requests per second
 
@@ -1011,7 +1012,7 @@ class RateLimitPacer:
             now = self._clock()
             slot = max(now, self._next_send, self._hold_until)
             self._next_send = slot + 1.0 / self._rate
-            self._sent += 1
+            self._slots.append(slot)
         if slot > now:
             self._sleep(slot - now)
 
@@ -1042,25 +1043,33 @@ class RateLimitPacer:
             self._rate = self._share()
 
     def _estimate_others(self, now: float, remaining: float) -> None:
+        while self._slots and self._slots[0] <= now:
+            self._slots.popleft()
+            self._sent += 1
         in_flight = max(0, self._sent - self._answered)
         rose = self._last_remaining is not None and remaining > self._last_remaining + in_flight + 1
         self._last_remaining = remaining
-        if self._window_first is None or rose:
-            if rose and self._others_now is not None:
-                self._others_before = self._others_now
-            self._window_first, self._others_now = (now, remaining, self._answered), None
+        # A new measurement starts where Remaining rose (a new window) and, since no window lasts longer
+        # than w, at the latest w after the last start: an estimate never spans two windows unseen, and
+        # one made of a window seen only in part is gone two windows later.
+        if self._window_first is None or rose or now - self._window_first[0] >= self._window:
+            if self._others_now is not None:
+                self._others_before.append(self._others_now)
+            self._window_first, self._others_now = (now, remaining, self._sent), None
             return
-        first_time, first_remaining, first_answered = self._window_first
+        first_time, first_remaining, first_sent = self._window_first
         if now - first_time < self._window * self.SETTLED_SHARE_OF_WINDOW:
             return
-        ours = self._answered - first_answered
+        # Remaining fell by the others' requests and by ours sent in between (counted when they arrive:
+        # counting those answered instead would take ours still in flight for the others').
+        ours = self._sent - first_sent
         self._others_now = max(0.0, (first_remaining - remaining - ours) / (now - first_time))
 
     def _slow_start(self) -> float:
         return min(self.cap, self._limit * self.SLOW_START_SHARE / self._window)
 
     def _share(self) -> float:
-        estimates = [e for e in (self._others_now, self._others_before) if e is not None]
+        estimates = list(self._others_before) + ([] if self._others_now is None else [self._others_now])
         if not estimates:
             return self._slow_start()
         share = self._limit * (1 - self._reserve) / self._window - max(estimates)

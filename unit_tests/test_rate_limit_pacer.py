@@ -47,8 +47,11 @@ class KlarnaQuota:
     def _window_of(self, moment: float) -> int:
         return int(moment // self.window)
 
+    def others_rate(self, moment: float) -> float:
+        return self.others(moment) if callable(self.others) else self.others
+
     def others_used(self, moment: float) -> int:
-        return math.floor(self.others * (moment - self._window_of(moment) * self.window))
+        return math.floor(self.others_rate(moment) * (moment - self._window_of(moment) * self.window))
 
     def request(self) -> requests.Response:
         now = self.clock.now
@@ -69,7 +72,7 @@ class KlarnaQuota:
         """The other traffic's requests that found the quota spent, over every window so far."""
         refused = 0
         for window, ours in self.ours_in_window.items():
-            refused += max(0, math.floor(self.others * self.window) + ours - self.limit)
+            refused += max(0, math.floor(self.others_rate(window * self.window) * self.window) + ours - self.limit)
         return refused
 
 
@@ -150,6 +153,35 @@ def test_when_the_others_take_everything_it_trickles_and_holds_at_the_reserve():
     assert quota.ours_refused == 0
     assert quota.others_refused() == 0
     assert 10 <= sent <= 60  # progress, at the floor: never stuck, never pushing the merchant over
+
+
+def test_when_the_others_stop_it_speeds_up_again_within_a_few_windows():
+    clock = SimulatedClock()
+    pacer = RateLimitPacer(assumed_limit=200, reserve=0.2, clock=clock, sleep=clock.sleep)
+    quota = KlarnaQuota(clock, limit=200, others_per_second=lambda moment: 190 if moment < 10 else 0)
+
+    drive(pacer, quota, seconds=20)
+
+    assert quota.others_refused() == 0 and quota.ours_refused == 0
+    assert sum(quota.ours_in_window.get(w, 0) for w in range(5, 10)) <= 5 * 10
+    assert all(quota.ours_in_window[w] >= 140 for w in range(14, 20)), quota.ours_in_window
+
+
+def test_send_times_handed_out_but_not_reached_do_not_count_as_requests_in_flight():
+    """Workers waiting their turn are not in flight: counting them would hide a new window's rise of
+    Remaining behind them, and the pacer would keep a stale estimate (a sync stuck at the floor)."""
+    clock = SimulatedClock()
+    pacer = RateLimitPacer(assumed_limit=200, reserve=0.2, clock=clock, sleep=lambda seconds: None)
+    for _ in range(30):
+        pacer.wait_turn()  # 30 workers: send times 0, 0.05, ... 1.45 s (slow start)
+    headers = {"X-Ratelimit-Limit": "200, 200;w=1", "X-Ratelimit-Reset": "1"}
+
+    clock.now = 0.01
+    pacer.observe(answer(200, **headers, **{"X-Ratelimit-Remaining": "190"}))
+    clock.now = 0.02
+    pacer.observe(answer(200, **headers, **{"X-Ratelimit-Remaining": "197"}))
+
+    assert pacer._window_first[1] == 197  # a new window began: 7 more left, with 1 request in flight
 
 
 def test_a_429_holds_every_request_until_retry_after():
