@@ -7,16 +7,19 @@ export AIRBYTE_OFFLINE_MODE := 1
 export DO_NOT_TRACK := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-SOURCES := pyproject.toml manifest.yaml README.md $(wildcard source_klarna/*.py) emulator/pyproject.toml
+SOURCES := pyproject.toml manifest.yaml README.md constraints.txt $(wildcard source_klarna/*.py) emulator/pyproject.toml
+# constraints.txt pins every package (airbyte-cdk at manifest.yaml's `version:`): the tests and the
+# Docker image run the same versions. `make constraints` regenerates it.
+CONSTRAINTS := --constraint constraints.txt
 
-.PHONY: install test unit integration demo bench wheel clean
+.PHONY: install test unit integration demo bench wheel clean constraints
 
 $(BIN)/.installed: $(SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip build
+	$(BIN)/python -m pip install -q --upgrade pip build $(CONSTRAINTS)
 	rm -rf dist && $(BIN)/python -m build --wheel --outdir dist . > /dev/null
 	$(BIN)/python -m pip install -q --force-reinstall --no-deps dist/*.whl
-	$(BIN)/python -m pip install -q "$$(ls dist/*.whl)[dev,demo]"
+	$(BIN)/python -m pip install -q "$$(ls dist/*.whl)[dev,demo]" $(CONSTRAINTS)
 	# The emulator is a distribution of its own (emulator/), for the tests, the demo and the bench.
 	$(BIN)/python -m pip install -q --no-deps -e ./emulator
 	touch $@
@@ -42,6 +45,10 @@ integration: install
 ## Speed and memory figures (not a test): see README's Performance section.
 bench: install
 	$(BIN)/python bench/bench.py $(BENCH_ARGS)
+
+## Rewrite constraints.txt from a fresh resolution (after changing the CDK version or a dependency).
+constraints:
+	PYTHON=$(PYTHON) scripts/update_constraints.sh
 
 clean:
 	rm -rf $(VENV) dist build *.egg-info .pytest_cache
