@@ -7,16 +7,36 @@ export AIRBYTE_OFFLINE_MODE := 1
 export DO_NOT_TRACK := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-SOURCES := pyproject.toml manifest.yaml README.md $(wildcard source_klarna/*.py) emulator/pyproject.toml
+SOURCES := pyproject.toml manifest.yaml README.md constraints.txt $(wildcard source_klarna/*.py) emulator/pyproject.toml
+# constraints.txt pins every package (airbyte-cdk at manifest.yaml's `version:`): the tests and the
+# Docker image run the same versions. `make constraints` regenerates it.
+CONSTRAINTS := --constraint constraints.txt
 
-.PHONY: install test unit integration demo bench wheel clean
+# The Docker image: `make image` builds $(IMAGE) on metadata.yaml's base image, or on BASE_IMAGE=...
+# Where Docker Hub is out of reach, BASE_IMAGE=$(STANDIN_BASE_IMAGE) builds on a stand-in made from
+# Debian's packages (scripts/build_base_image.sh; built first if missing).
+IMAGE ?= airbyte/source-klarna:dev
+METADATA_BASE_IMAGE := $(shell sed -n 's/^ *baseImage: *//p' metadata.yaml)
+BASE_IMAGE ?= $(METADATA_BASE_IMAGE)
+STANDIN_BASE_IMAGE := source-klarna/python-connector-base:bookworm-standin
+CONNECTOR_VERSION := $(shell sed -n 's/^ *dockerImageTag: *//p' metadata.yaml)
+WHEELHOUSE := build/wheelhouse
+DOCKER ?= docker
+# BuildKit where the client has it (the buildx plugin, or a client older than 23 with BuildKit built in):
+# Docker's classic builder copies the whole file system once per instruction, which on the `vfs`
+# storage driver makes the build three times slower. Expanded only by the image recipe.
+BUILDKIT = $(shell if $(DOCKER) buildx version > /dev/null 2>&1; then echo 1; \
+	elif [ "$$($(DOCKER) version --format '{{.Client.Version}}' 2> /dev/null | cut -d. -f1)" -lt 23 ] 2> /dev/null; then echo 1; \
+	else echo 0; fi)
+
+.PHONY: install test unit integration demo bench wheel clean constraints wheelhouse base-image image
 
 $(BIN)/.installed: $(SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip build
+	$(BIN)/python -m pip install -q --upgrade pip build $(CONSTRAINTS)
 	rm -rf dist && $(BIN)/python -m build --wheel --outdir dist . > /dev/null
 	$(BIN)/python -m pip install -q --force-reinstall --no-deps dist/*.whl
-	$(BIN)/python -m pip install -q "$$(ls dist/*.whl)[dev,demo]"
+	$(BIN)/python -m pip install -q "$$(ls dist/*.whl)[dev,demo]" $(CONSTRAINTS)
 	# The emulator is a distribution of its own (emulator/), for the tests, the demo and the bench.
 	$(BIN)/python -m pip install -q --no-deps -e ./emulator
 	touch $@
@@ -49,6 +69,30 @@ schemas:
 ## Speed and memory figures (not a test): see README's Performance section.
 bench: install
 	$(BIN)/python bench/bench.py $(BENCH_ARGS)
+
+## Rewrite constraints.txt from a fresh resolution (after changing the CDK version or a dependency).
+constraints:
+	PYTHON=$(PYTHON) scripts/update_constraints.sh
+
+## The connector's wheel and its pinned dependencies, as wheels: all the image build installs.
+$(WHEELHOUSE)/.built: $(BIN)/.installed
+	rm -rf $(WHEELHOUSE)
+	$(BIN)/python -m pip wheel -q --wheel-dir $(WHEELHOUSE) $(CONSTRAINTS) "$$(ls dist/*.whl)"
+	touch $@
+
+wheelhouse: $(WHEELHOUSE)/.built
+
+## The stand-in base image (Debian's Python 3.11, user airbyte): needs root, debootstrap and Docker.
+base-image:
+	scripts/build_base_image.sh $(STANDIN_BASE_IMAGE)
+
+## The connector's Docker image, $(IMAGE); the build has no network (--network none).
+image: $(WHEELHOUSE)/.built
+	@if [ "$(BASE_IMAGE)" = "$(STANDIN_BASE_IMAGE)" ] && ! $(DOCKER) image inspect $(BASE_IMAGE) > /dev/null 2>&1; then \
+		$(MAKE) --no-print-directory base-image; fi
+	DOCKER_BUILDKIT=$(BUILDKIT) $(DOCKER) build --network none --build-arg BASE_IMAGE=$(BASE_IMAGE) \
+		--build-arg CONNECTOR_VERSION=$(CONNECTOR_VERSION) --tag $(IMAGE) .
+	$(DOCKER) image inspect --format '$(IMAGE): {{.Size}} bytes' $(IMAGE)
 
 clean:
 	rm -rf $(VENV) dist build *.egg-info .pytest_cache

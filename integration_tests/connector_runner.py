@@ -137,6 +137,12 @@ def run_connector(
     with tempfile.TemporaryDirectory(prefix="source-klarna-run-") as tmp:
         command = [str(EXECUTABLE), verb, *protocol_arguments(tmp, config, catalog, state), *extra_args]
         exit_code, stdout, stderr = run_in_own_session(command, timeout, env={**os.environ, **(env or {})})
+    return parse_run(command, exit_code, stdout, stderr)
+
+
+def parse_run(command: List[str], exit_code: int, stdout: str, stderr: str) -> ConnectorRun:
+    """A finished run, its stdout parsed into one message per line (a line that is not JSON is kept
+    as a NOT_JSON message)."""
     lines = stdout.splitlines()
     messages = []
     for line in lines:

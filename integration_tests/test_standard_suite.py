@@ -5,7 +5,9 @@ spec, check (valid and rejected credentials), discover, full-refresh read with s
 and a read with an invalid catalog. The module-level tests below run what the CDK no longer runs
 from that file (it rejects `expect_records` and does not collect `incremental`): the records of
 the basic read against `EXPECTED_RECORDS`, two sequential full-refresh reads, and CAT's
-incremental checks.
+incremental checks. Of the suite's Docker image tests, `spec` and the configs' match with the spec
+run on the image `make image` builds; the ones that need the emulator or the public registry skip,
+saying why (test_image.py runs check, discover and read in the image).
 
 How the emulator reaches the suite: the CDK collects the scenarios from `acceptance-test-config.yml`
 at collection time without opening the configs, and opens a scenario's config only when its test
@@ -70,6 +72,7 @@ from airbyte_cdk.models import (  # noqa: E402
 )
 from airbyte_cdk.test import entrypoint_wrapper  # noqa: E402
 from airbyte_cdk.test.standard_tests import ConnectorTestScenario, SourceTestSuiteBase  # noqa: E402
+from docker_image import IMAGE, require_image  # noqa: E402
 from klarna_emulator import Dataset, DatasetSpec, KlarnaEmulator  # noqa: E402
 from source_klarna import SourceKlarna  # noqa: E402
 
@@ -164,32 +167,45 @@ class TestKlarnaStandardSuite(SourceTestSuiteBase):
         config = scenario.get_config_dict(connector_root=ROOT, empty_if_missing=True) if scenario else {}
         return SourceKlarna(config=config or None)
 
-    # The Docker image tests cannot run against the emulator, whatever the machine: the container's
-    # 127.0.0.1 is not the host's, so `check`/`discover`/`read` in the image cannot reach an emulator
-    # listening on the host's loopback (and the connector accepts plain http for localhost and
-    # 127.0.0.1 only). Building the image also pulls its base image from Docker Hub. Each is
-    # reported once as skipped, with this reason, instead of once per scenario.
-    _IMAGE_TESTS_SKIP = (
-        "Docker image test: the image cannot reach the emulator on the host's 127.0.0.1, and the build "
-        "needs Docker Hub; the same commands run in-process above (see test_standard_suite.py)"
+    # The CDK's Docker image tests, on the image `make image` built (docker_image.IMAGE, or the
+    # suite's own --connector-image option): those that need no network run. The CDK marks each
+    # `skipif(no docker CLI)`; the overrides below drop that mark, so that docker_image decides
+    # between a skip that says why and, under SOURCE_KLARNA_REQUIRE_IMAGE_TESTS=1, a failure.
+
+    @pytest.fixture
+    def connector_image_override(self, request: pytest.FixtureRequest) -> str:
+        return require_image(request.config.getoption("--connector-image") or IMAGE)
+
+    @pytest.mark.image_tests
+    def test_docker_image_build_and_spec(self, connector_image_override: str, connector_base_image_override: Optional[str]) -> None:
+        super().test_docker_image_build_and_spec(connector_image_override, connector_base_image_override)
+
+    @pytest.mark.image_tests
+    def test_docker_image_build_and_config_matches_spec(
+        self, scenario: ConnectorTestScenario, connector_image_override: str, connector_base_image_override: Optional[str]
+    ) -> None:
+        super().test_docker_image_build_and_config_matches_spec(scenario, connector_image_override, connector_base_image_override)
+
+    # The others cannot reach the emulator: each reported once as skipped, instead of once per scenario.
+    _NO_NETWORK = (
+        "the CDK's `docker run` passes no `--network`, so in its container 127.0.0.1 is the container's own, "
+        "not the host's where the emulator listens; test_image.py runs {verb} in the image with `--network host`"
     )
 
-    @pytest.mark.skip(reason=_IMAGE_TESTS_SKIP)
-    def test_docker_image_build_and_spec(self) -> None: ...
-
-    @pytest.mark.skip(reason=_IMAGE_TESTS_SKIP + "; the backward-compatibility test also needs the public registry")
+    @pytest.mark.skip(reason="needs the public connector registry (connectors.airbyte.com) for the published spec; tests reach only 127.0.0.1")
+    @pytest.mark.image_tests
     def test_docker_image_spec_backward_compatibility(self) -> None: ...
 
-    @pytest.mark.skip(reason=_IMAGE_TESTS_SKIP)
+    @pytest.mark.skip(reason=_NO_NETWORK.format(verb="check (valid and rejected credentials)"))
+    @pytest.mark.image_tests
     def test_docker_image_build_and_check(self) -> None: ...
 
-    @pytest.mark.skip(reason=_IMAGE_TESTS_SKIP)
-    def test_docker_image_build_and_config_matches_spec(self) -> None: ...
-
-    @pytest.mark.skip(reason=_IMAGE_TESTS_SKIP)
+    @pytest.mark.skip(reason=_NO_NETWORK.format(verb="discover"))
+    @pytest.mark.image_tests
     def test_docker_image_build_and_discover(self) -> None: ...
 
-    @pytest.mark.skip(reason=_IMAGE_TESTS_SKIP)
+    @pytest.mark.skip(reason=_NO_NETWORK.format(verb="read"))
+    @pytest.mark.image_tests
     def test_docker_image_build_and_read(self) -> None: ...
 
 
