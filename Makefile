@@ -70,6 +70,11 @@ schemas:
 bench: install
 	$(BIN)/python bench/bench.py $(BENCH_ARGS)
 
+## How a sync shares the merchant's rate limit with its other traffic (not a test): bench/rate_limit.py.
+.PHONY: bench-rate-limit
+bench-rate-limit: install
+	$(BIN)/python bench/rate_limit.py $(BENCH_ARGS)
+
 ## Rewrite constraints.txt from a fresh resolution (after changing the CDK version or a dependency).
 constraints:
 	PYTHON=$(PYTHON) scripts/update_constraints.sh
