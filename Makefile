@@ -29,7 +29,11 @@ BUILDKIT = $(shell if $(DOCKER) buildx version > /dev/null 2>&1; then echo 1; \
 	elif [ "$$($(DOCKER) version --format '{{.Client.Version}}' 2> /dev/null | cut -d. -f1)" -lt 23 ] 2> /dev/null; then echo 1; \
 	else echo 0; fi)
 
-.PHONY: install test unit integration demo bench wheel clean constraints wheelhouse base-image image
+# The manifest-only runtime: a virtual environment with airbyte-cdk alone (pinned), not this package,
+# whose `source-declarative-manifest` the manifest-only tests run on build/manifest-only/.
+MANIFEST_ONLY_VENV := .venv-manifest-only
+
+.PHONY: install test unit integration demo bench wheel clean constraints wheelhouse base-image image manifest-only
 
 $(BIN)/.installed: $(SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,9 +53,19 @@ wheel: install
 demo: install
 	$(BIN)/python demo/run_demo.py $(DEMO_ARGS)
 
-## Every test: unit tests, then end-to-end tests against the emulator.
-test: install
+## Every test: unit tests, then end-to-end tests against the emulator (the manifest-only form too).
+test: install manifest-only $(MANIFEST_ONLY_VENV)/.installed
 	$(BIN)/pytest -q
+
+## The manifest-only form, build/manifest-only/{manifest.yaml,components.py,metadata.yaml}: the repository's
+## files are already in that form, so this copies them and writes the manifest-only metadata.
+manifest-only: install
+	$(BIN)/python -m scripts.manifest_only
+
+$(MANIFEST_ONLY_VENV)/.installed: constraints.txt
+	test -x $(MANIFEST_ONLY_VENV)/bin/python || $(PYTHON) -m venv $(MANIFEST_ONLY_VENV)
+	$(MANIFEST_ONLY_VENV)/bin/python -m pip install -q "airbyte-cdk==$$(sed -n 's/^version: *//p' manifest.yaml)" $(CONSTRAINTS)
+	touch $@
 
 unit: install
 	$(BIN)/pytest -q unit_tests
@@ -100,4 +114,4 @@ image: $(WHEELHOUSE)/.built
 	$(DOCKER) image inspect --format '$(IMAGE): {{.Size}} bytes' $(IMAGE)
 
 clean:
-	rm -rf $(VENV) dist build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(MANIFEST_ONLY_VENV) dist build *.egg-info .pytest_cache

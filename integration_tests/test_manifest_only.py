@@ -1,0 +1,128 @@
+"""The manifest-only form on Airbyte's stock declarative runtime: build/manifest-only/ (manifest.yaml and
+components.py, as `make manifest-only` writes them) run by `source-declarative-manifest` from a virtual
+environment that has airbyte-cdk at the pinned version and NOT this package, against the emulator.
+
+It must read exactly the records `source-klarna` reads, whatever the order of the streams in the
+catalog, request each order once per sync, and go on from a state as `source-klarna` does.
+"""
+
+import json
+import os
+import subprocess
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import pytest
+
+from conftest import EMULATOR_PASSWORD
+from connector_runner import ConnectorRun, configured_catalog, parse_run, protocol_arguments, run_connector, run_in_own_session
+from klarna_emulator import DatasetSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILD = ROOT / "build" / "manifest-only"
+VENV = Path(os.environ.get("SOURCE_KLARNA_MANIFEST_ONLY_VENV", ROOT / ".venv-manifest-only"))
+RUNTIME = VENV / "bin" / "source-declarative-manifest"
+STREAMS = ["payouts", "transactions", "payout_summaries", "orders", "captures", "refunds"]
+# Orders with captures and refunds, a few gone (404), two payouts' pages of transactions.
+SPEC = DatasetSpec(seed=81, payouts=6, transactions_per_payout=40, first_payout_date="2026-10-01T00:00:00Z", purged_order_ratio=0.1)
+
+pytestmark = pytest.mark.skipif(
+    not (RUNTIME.exists() and (BUILD / "components.py").exists()),
+    reason=f"the manifest-only runtime ({RUNTIME}) or build/manifest-only/ is missing: `make test` makes both",
+)
+
+
+def run_manifest_only(verb: str, config: Dict[str, Any], catalog: Optional[Dict[str, Any]] = None, state: Optional[List[Dict[str, Any]]] = None) -> ConnectorRun:
+    with tempfile.TemporaryDirectory(prefix="manifest-only-") as tmp:
+        command = [
+            str(RUNTIME), verb, *protocol_arguments(tmp, config, catalog, state),
+            "--manifest-path", str(BUILD / "manifest.yaml"), "--components-path", str(BUILD / "components.py"),
+        ]
+        environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+        exit_code, stdout, stderr = run_in_own_session(command, 300, env={**environment, "AIRBYTE_ENABLE_UNSAFE_CODE": "true"}, cwd=tmp)
+    return parse_run(command, exit_code, stdout, stderr)
+
+
+def records_by_stream(run: ConnectorRun) -> Dict[str, Counter]:
+    return {stream: Counter(json.dumps(record, sort_keys=True) for record in run.records(stream)) for stream in STREAMS}
+
+
+def order_requests(emulator) -> Counter:
+    return Counter(r["path"] for r in emulator.requests() if r["endpoint"] == "order")
+
+
+def test_the_runtime_has_the_cdk_and_not_this_package():
+    python = VENV / "bin" / "python"
+    found = subprocess.run([str(python), "-c", "import importlib.util as u, airbyte_cdk; print(u.find_spec('source_klarna'))"], capture_output=True, text=True, timeout=60, cwd=tempfile.gettempdir())
+
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.strip() == "None"
+
+
+def test_check_and_discover_answer_as_source_klarna_does(make_emulator):
+    emulator = make_emulator(SPEC)
+    config = emulator.config()
+
+    check = run_manifest_only("check", config)
+    wrong = run_manifest_only("check", emulator.config(password=EMULATOR_PASSWORD + "-wrong"))
+    discovered = run_manifest_only("discover", config)
+
+    assert check.connection_status()["status"] == "SUCCEEDED", check.everything[-2000:]
+    assert wrong.connection_status()["status"] == "FAILED"
+    assert "Klarna rejected the API credentials" in wrong.connection_status()["message"]
+    assert EMULATOR_PASSWORD not in wrong.everything
+    ours = run_connector("discover", config).of_type("CATALOG")[0]["catalog"]
+    assert discovered.of_type("CATALOG")[0]["catalog"] == ours
+
+
+@pytest.mark.parametrize("order", ["manifest", "alphabetical", "reversed"])
+def test_a_full_sync_reads_exactly_what_source_klarna_reads_whatever_the_catalog_order(make_emulator, order):
+    emulator = make_emulator(SPEC)
+    streams = {"manifest": STREAMS, "alphabetical": sorted(STREAMS), "reversed": STREAMS[::-1]}[order]
+    catalog = configured_catalog(streams, "full_refresh")
+
+    ours = run_connector("read", emulator.config(), configured_catalog(STREAMS, "full_refresh"))
+    emulator.reset_requests()
+    theirs = run_manifest_only("read", emulator.config(), catalog)
+
+    assert theirs.exit_code == 0, theirs.everything[-3000:]
+    assert not [e for e in theirs.errors()], theirs.errors()
+    assert records_by_stream(theirs) == records_by_stream(ours)
+    assert all(records_by_stream(theirs)[stream] for stream in STREAMS)
+    requested = order_requests(emulator)
+    assert requested and set(requested.values()) == {1}, "an order was requested more than once"
+    assert EMULATOR_PASSWORD not in theirs.everything
+
+
+def test_an_incremental_sync_from_a_state_reads_what_source_klarna_reads(make_emulator):
+    emulator = make_emulator(SPEC)
+    catalog = configured_catalog(STREAMS)
+    first = run_connector("read", emulator.config(), catalog)
+    assert first.exit_code == 0, first.everything[-3000:]
+    emulator.grow(new_payouts=3, late_payouts=1)
+    state = first.final_state()
+
+    ours = run_connector("read", emulator.config(), catalog, state)
+    emulator.reset_requests()
+    theirs = run_manifest_only("read", emulator.config(), configured_catalog(sorted(STREAMS)), state)
+
+    assert theirs.exit_code == 0, theirs.everything[-3000:]
+    assert records_by_stream(theirs) == records_by_stream(ours)
+    assert records_by_stream(theirs)["transactions"], "the new payouts' transactions"
+    requested = order_requests(emulator)
+    assert requested and set(requested.values()) == {1}
+    assert comparable_states(theirs) == comparable_states(ours)
+
+
+def comparable_states(run: ConnectorRun) -> Dict[str, Any]:
+    """The final state of each stream, without the CDK's `lookback_window` (how long the sync took, in
+    seconds: it differs from one run to the next)."""
+
+    def strip(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {key: strip(value) for key, value in node.items() if key != "lookback_window"}
+        return [strip(item) for item in node] if isinstance(node, list) else node
+
+    return {s["stream"]["stream_descriptor"]["name"]: strip(s["stream"]["stream_state"]) for s in run.final_state()}
