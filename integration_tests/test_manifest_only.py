@@ -126,3 +126,24 @@ def comparable_states(run: ConnectorRun) -> Dict[str, Any]:
         return [strip(item) for item in node] if isinstance(node, list) else node
 
     return {s["stream"]["stream_descriptor"]["name"]: strip(s["stream"]["stream_state"]) for s in run.final_state()}
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"start_date": "2099-01-01T00:00:00Z"}, "lies in the future: set it to today or earlier"),
+        ({"platform": "kustom", "region": "na"}, "region 'na' applies to Klarna only"),
+        ({"platform": "kustom", "password": "kco_test_api_secret"}, "switch playground on"),
+    ],
+)
+def test_config_mistakes_are_answered_in_words_on_the_runtime_too(emulator, change, words):
+    config = emulator.config(**change)
+
+    check = run_manifest_only("check", config)
+    read = run_manifest_only("read", config, configured_catalog(["payouts"], "full_refresh"))
+
+    assert check.connection_status()["status"] == "FAILED" and words in check.connection_status()["message"]
+    assert read.exit_code == 1
+    assert [e["failure_type"] for e in read.errors()] == ["config_error"] and words in read.errors()[0]["message"]
+    assert emulator.stats()["total"] == 0
+    assert "kco_test_api_secret" not in check.everything + read.everything

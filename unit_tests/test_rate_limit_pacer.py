@@ -293,3 +293,12 @@ def test_the_basic_token_is_registered_as_a_secret(monkeypatch):
 
 def teardown_module() -> None:
     RATE_LIMIT_PACERS.__init__()  # the pacers these tests made stay out of later tests
+
+
+def test_the_authenticator_refuses_a_config_mistake_in_words_before_any_request():
+    from airbyte_cdk.utils.traced_exception import AirbyteTracedException
+
+    with pytest.raises(AirbyteTracedException) as raised:
+        make_authenticator({"username": "K1_user", "password": "pw", "start_date": "2099-01-01T00:00:00Z"})
+
+    assert "lies in the future" in raised.value.message and raised.value.failure_type.value == "config_error"
