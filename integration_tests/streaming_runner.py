@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 from urllib.parse import parse_qsl, quote, urlsplit
 
+import pendulum
 import yaml
 
 from connector_runner import EXECUTABLE, ConnectorRun, protocol_arguments
@@ -328,9 +329,7 @@ def days_ago(days: float) -> str:
 
 def first_of_month(months_back: int, day: int = 1) -> str:
     """`day` of the month `months_back` months before the running one, 00:00:00 UTC."""
-    month = datetime.datetime.now(datetime.timezone.utc).date().replace(day=1)
-    for _ in range(months_back):
-        month = (month - datetime.timedelta(days=1)).replace(day=1)
+    month = pendulum.now("UTC").start_of("month").subtract(months=months_back)
     return month.replace(day=day).strftime("%Y-%m-%dT00:00:00Z")
 
 

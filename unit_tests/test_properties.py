@@ -13,6 +13,7 @@ import math
 import re
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+import pendulum
 import requests
 import yaml
 from hypothesis import HealthCheck, assume, given, settings
@@ -222,11 +223,11 @@ def test_an_incremental_sync_starts_lookback_days_before_the_saved_cursor_never_
 
 
 def _month_start(value: dt.datetime) -> dt.datetime:
-    return value.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return pendulum.instance(value).start_of("month")
 
 
 def _next_month(value: dt.datetime) -> dt.datetime:
-    return _month_start(_month_start(value) + dt.timedelta(days=32))
+    return pendulum.instance(value).start_of("month").add(months=1)
 
 
 @settings(max_examples=30, deadline=None)

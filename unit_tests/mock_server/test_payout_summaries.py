@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pendulum
+
 from airbyte_cdk.models import SyncMode
 
 from unit_tests.mock_server import response_builder as rb
@@ -17,9 +19,7 @@ STREAMS = {"payout_summaries": SyncMode.incremental}
 
 def _month_start(months_ago: int) -> dt.datetime:
     """00:00:00 UTC on the first day of the month `months_ago` before the running one."""
-    now = dt.datetime.now(dt.timezone.utc)
-    index = now.year * 12 + now.month - 1 - months_ago
-    return dt.datetime(index // 12, index % 12 + 1, 1, tzinfo=dt.timezone.utc)
+    return pendulum.now("UTC").start_of("month").subtract(months=months_ago)
 
 
 def _iso(value: dt.datetime) -> str:
