@@ -291,10 +291,10 @@ class Bench:
 
     # -- infrastructure
 
-    def emulator(self, payouts: int, latency_ms: int, growth: int = 0) -> Emulator:
+    def emulator(self, payouts: int, latency_ms: int, growth: int = 0, rate_limit_rps: Optional[int] = None) -> Emulator:
         first = self.args.first_payout_date or anchored_first_payout_date(payouts, growth)
-        return Emulator(payouts, self.args.transactions_per_payout, latency_ms, self.args.rate_limit_rps, first,
-                        seed=self.args.seed)
+        limit = self.args.rate_limit_rps if rate_limit_rps is None else rate_limit_rps
+        return Emulator(payouts, self.args.transactions_per_payout, latency_ms, limit, first, seed=self.args.seed)
 
     def catalog(self, emulator: Emulator) -> Dict[str, Any]:
         if self._catalog is None:

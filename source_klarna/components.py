@@ -420,7 +420,7 @@ class GoneOrders:
 GONE_ORDERS = GoneOrders()
 
 
-def is_cacheable_order_answer(response: requests.Response) -> bool:
+def is_order_answer_to_keep(response: requests.Response) -> bool:
     """An order (what KlarnaErrorHandler accepts as one), or Klarna's 404 saying the order does not
     exist: the answers the order store keeps for the other streams. The body parsed here stays on the
     response for the extractor."""
@@ -557,7 +557,7 @@ class OrderStore:
         kept = None
         try:
             response = fetch(order_id)
-            if response is not None and is_cacheable_order_answer(response):
+            if response is not None and is_order_answer_to_keep(response):
                 kept = (response.status_code, response.content if response.status_code == 200 else b"")
         finally:
             self._settle(order_id, reader, kept)
@@ -614,7 +614,9 @@ class BatchesAhead:
     minutes, or the sync is failing and must be able to end).
     """
 
-    def __init__(self, limit: int = 32, patience_s: float = 30.0) -> None:
+    LIMIT = 32
+
+    def __init__(self, limit: int = LIMIT, patience_s: float = 30.0) -> None:
         self.limit = limit
         self.patience_s = patience_s
         self._outstanding: Dict[str, int] = {}
@@ -675,21 +677,22 @@ _ORDER_ID_PLACEHOLDER = "\x00order_id\x00"
 
 @dataclass
 class OrderBatchRequester(Requester):
-    """The requester of `orders`, `captures` and `refunds`: one page per partition of order ids (a
-    GroupingPartitionRouter's slice: `order_id` and `payout_date` lists), made of each order's
-    record(s), the orders fetched one by one with the wrapped HttpRequester (its path, error handler,
-    retries and rate limit) through the sync's OrderStore.
+    """The requester of `orders`, `captures` and `refunds`: one page per partition of order ids (an
+    OrderIdBatches slice: `order_id` and `payout_date` lists), made of each order's record(s), the
+    orders fetched one by one with the wrapped HttpRequester (its path, error handler, retries and rate
+    limit) through the sync's OrderStore.
 
     `items_field` says what a page holds: `orders` (the order itself, with the slice's `payout_date`),
     or the name of a list embedded in the order (`captures`, `refunds`: one record per item, with the
     order's `order_id` and `payout_date`).
 
     Why not one partition per order, with `captures` and `refunds` substreams of `orders` (the CDK's
-    way): the CDK builds a cursor and a partition for each, 1-2 ms of CPU, and reads a parent stream
-    one record at a time, on the child's partition-generating thread, each time again for each child;
-    and a child that starts before its parent (catalog order) fetches every order itself, one after
-    another. With batches and the store, the three streams read the same orders side by side, in any
-    order, each order requested once.
+    way): the CDK builds a cursor, a partition and a future for each partition (about half a
+    millisecond of CPU, and memory it keeps for the rest of the sync), and reads a parent stream one
+    record at a time on the child's partition-generating thread, again for each child; a child that
+    starts before its parent (catalog order) then fetches every order itself, one after another. With
+    batches and the store, the three streams read the same orders side by side, in any order, each
+    order requested once.
     """
 
     requester: HttpRequester
@@ -812,8 +815,8 @@ class OrderBatchRequester(Requester):
 
 
 def _orders_of(stream_slice: Optional[StreamSlice]) -> Tuple[List[str], Dict[str, Any]]:
-    """The slice's order ids, and the payout_date of each (a GroupingPartitionRouter's slice holds both
-    as lists, in the same order; a SubstreamPartitionRouter's slice one of each)."""
+    """The slice's order ids, and the payout_date of each (an OrderIdBatches slice holds both as lists,
+    in the same order; a slice of one order may hold one of each)."""
     if stream_slice is None:
         return [], {}
     order_ids = stream_slice.partition.get("order_id")
@@ -851,7 +854,7 @@ class OrderIdBatches(PartitionRouter):
     underlying_partition_router: SubstreamPartitionRouter
     config: Config
     parameters: InitVar[Mapping[str, Any]] = None
-    batch_size: int = 10
+    batch_size: int = 25
     nest_state_under: Optional[str] = None
 
     def __post_init__(self, parameters: Mapping[str, Any]) -> None:
@@ -861,11 +864,15 @@ class OrderIdBatches(PartitionRouter):
         self._extra_fields = [
             [str(part.eval(self.config)) for part in path] for path in (parent_config.extra_fields or [])
         ]
+        cursor_field = getattr(self._parent.cursor, "cursor_field", None)
+        self._cursor_key: Optional[str] = getattr(cursor_field, "cursor_field_key", None)
+        # The fields a parent record may take from its partition (see stream_slices).
+        self._carried = {name for name in [self._cursor_key, *(path[0] for path in self._extra_fields if len(path) == 1)] if name}
         self._state: Optional[Mapping[str, StreamState]] = {}
         # The stream whose batches these are (the one OrderBatchRequester reads them for).
         self._stream = (parameters or {}).get("items_field")
         # The order ids of the batches made lately, newest last: what a waiting generator prefetches.
-        self._made: Deque[str] = deque(maxlen=BatchesAhead().limit * max(1, int(self.batch_size)))
+        self._made: Deque[str] = deque(maxlen=BatchesAhead.LIMIT * max(1, int(self.batch_size)))
         self._prefetching = True
 
     def _extras(self, data: Mapping[str, Any]) -> Dict[str, Any]:
@@ -903,9 +910,7 @@ class OrderIdBatches(PartitionRouter):
         )
 
     def stream_slices(self) -> Iterable[StreamSlice]:
-        parent, cursor = self._parent, self._parent.cursor
-        cursor_key = getattr(getattr(cursor, "cursor_field", None), "cursor_field_key", None)
-        self._carried = {name for name in [cursor_key, *(path[0] for path in self._extra_fields if len(path) == 1)] if name}
+        parent, cursor, cursor_key = self._parent, self._parent.cursor, self._cursor_key
         seen: Set[str] = set()
         order_ids: List[str] = []
         extras: List[Dict[str, Any]] = []

@@ -16,7 +16,7 @@ from airbyte_cdk.sources.streams.http.error_handlers.response_models import Resp
 from source_klarna.components import (
     KlarnaErrorHandler,
     RemoveFieldsUnlessConfigured,
-    is_cacheable_order_answer,
+    is_order_answer_to_keep,
 )
 from unit_tests.mock_server import response_builder as rb
 
@@ -121,4 +121,4 @@ def test_an_order_is_a_success_and_no_warning(caplog):
     ],
 )
 def test_the_store_keeps_orders_and_no_such_order_only(status, body, cacheable):
-    assert is_cacheable_order_answer(_response(status, body)) is cacheable
+    assert is_order_answer_to_keep(_response(status, body)) is cacheable

@@ -110,3 +110,16 @@ def test_an_incremental_sync_on_the_stock_runtime_requests_only_the_new_payouts_
     assert not second.errors
     assert sorted(klarna.order_requests()) == ["a0", "new"]
     assert _ids(second)["captures"] == ["c-new"] and _ids(second)["refunds"] == ["r-a0", "r-new"]
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_with_one_or_two_workers_the_streams_run_one_after_another_and_still_request_each_order_once(requests_mock, concurrency):
+    klarna, named, _, _ = _account(requests_mock)
+
+    output = _read_without_source_klarna(
+        ConfigBuilder().with_fields(concurrency=concurrency).build(), {name: SyncMode.incremental for name in ("captures", "refunds", "orders")}
+    )
+
+    assert not output.errors
+    assert Counter(klarna.order_requests()) == Counter(named)
+    assert _ids(output)["orders"] == sorted(named - {"gone"})
