@@ -15,6 +15,9 @@ Scenarios (--scenarios, comma separated):
   million      1,000,000 transactions (--million-payouts 4000 x TPP) at 0 ms, default concurrency (opt-in)
   baseline     Airbyte's published connector 0.2.16 (its manifest, fetched at run time) in the `full`
                and `cpu` setups, for the speed ratios against it
+  orders       orders + captures + refunds at 4,000 and 12,000 orders (opt-in 100,000), 0 and 150 ms,
+               concurrency 30, 200 requests/s: orders/s, CPU ms per order, requests per order, peak RSS
+               (bench/orders_bench.py)
 
 Run: `make bench` or `python bench/bench.py [--scenarios full,incremental,cpu,baseline] [--json out.json]`.
 """
@@ -40,9 +43,10 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
 import baseline as baseline_mod  # noqa: E402
+import orders_bench  # noqa: E402
 from runner import ReadResult, run_json_command, run_read  # noqa: E402
 
-ALL_SCENARIOS = ("full", "incremental", "cpu", "million", "baseline")
+ALL_SCENARIOS = ("full", "incremental", "cpu", "million", "baseline", "orders")
 DEFAULT_SCENARIOS = "full,incremental,cpu,baseline"
 
 
@@ -283,18 +287,23 @@ class Bench:
         self._baseline_reason: Optional[str] = None
         self._run_no = 0
         self.profile_text: Optional[str] = None
+        self.orders = orders_bench.OrdersScenario(self)
 
     # -- infrastructure
 
-    def emulator(self, payouts: int, latency_ms: int, growth: int = 0) -> Emulator:
+    def emulator(self, payouts: int, latency_ms: int, growth: int = 0, rate_limit_rps: Optional[int] = None) -> Emulator:
         first = self.args.first_payout_date or anchored_first_payout_date(payouts, growth)
-        return Emulator(payouts, self.args.transactions_per_payout, latency_ms, self.args.rate_limit_rps, first,
-                        seed=self.args.seed)
+        limit = self.args.rate_limit_rps if rate_limit_rps is None else rate_limit_rps
+        return Emulator(payouts, self.args.transactions_per_payout, latency_ms, limit, first, seed=self.args.seed)
 
     def catalog(self, emulator: Emulator) -> Dict[str, Any]:
         if self._catalog is None:
             self._catalog = discover(self.connector, emulator.config(), self.workroot / "discover")
         return self._catalog
+
+    def catalog_of(self, emulator: Emulator, streams: List[str]) -> Dict[str, Any]:
+        """The configured catalog (incremental, append_dedup) of `streams`, from discover."""
+        return configured_catalog(self.catalog(emulator), incremental=True, only=streams)
 
     def config(self, emulator: Emulator, concurrency: Optional[int]) -> Dict[str, Any]:
         overrides: Dict[str, Any] = {}
@@ -519,6 +528,8 @@ class Bench:
             self.scenario_cpu("cpu" in s, "baseline" in s)
         if "million" in s:
             self.scenario_million()
+        if "orders" in s:
+            self.orders.run()
         if self.args.profile:
             self.scenario_profile()
 
@@ -563,6 +574,11 @@ class Bench:
         return "\n".join(lines)
 
     def targets(self) -> List[Tuple[str, Optional[bool], str]]:
+        if not self.runs:
+            return self.orders.targets()
+        return self.settlement_targets() + self.orders.targets()
+
+    def settlement_targets(self) -> List[Tuple[str, Optional[bool], str]]:
         a = self.args
         out: List[Tuple[str, Optional[bool], str]] = []
         default = a.default_concurrency
@@ -660,8 +676,16 @@ class Bench:
               "RSS@10% = the connector's largest sampled RSS until 10 % of its records had arrived; peak RSS = "
               "ru_maxrss;\n  emu CPU s = the emulator's CPU during the run; load = 1-min load average before it; "
               "counts = record counts against the emulator's data")
-        print()
-        print(self.table())
+        if self.runs:
+            print()
+            print(self.table())
+        if self.orders.runs:
+            print()
+            print("orders: records o/c/r = orders/captures/refunds; orders/s over the whole run and from the first to the "
+                  "last record; % of cap = steady orders/s / max_requests_per_second;\n  bare client = requests/s of "
+                  "plain threaded GETs of orders from the same emulator at the same concurrency; CPU ms/order = CPU of "
+                  "the connector process / orders;\n  requests/order = order requests / distinct orders named")
+            print(self.orders.table())
         inc_full = self.find("incremental", label_prefix="full")
         inc = self.find("incremental", label_prefix="incremental")
         if inc_full and inc:
@@ -692,6 +716,7 @@ class Bench:
                 "args": {k: v for k, v in vars(a).items()},
                 "python": platform.python_version(), "cpus": os.cpu_count(),
                 "runs": [run.as_dict() for run in self.runs],
+                "order_runs": [run.as_dict() for run in self.orders.runs],
                 "targets": [{"target": n, "pass": p, "figure": f} for n, p, f in self.targets()],
                 "notes": self.notes,
             }
@@ -747,7 +772,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep the temporary work dir (configs, catalogs, states)")
     p.add_argument("--json", default=None, help="also write every figure to this JSON file")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target fails")
+    orders_bench.add_arguments(p)
     args = p.parse_args(argv)
+    orders_bench.parse_arguments(args)
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     if args.million and "million" not in scenarios:
         scenarios.append("million")

@@ -49,6 +49,7 @@ class ReadResult:
     errors: List[str] = field(default_factory=list)  # error traces / ERROR logs / stderr tail
     timed_out: bool = False
     rss_samples: List[Tuple[float, int, float]] = field(default_factory=list)  # (s since start, records, RSS MB)
+    cpu_samples: List[Tuple[float, int, float]] = field(default_factory=list)  # (s since start, records, CPU s so far)
 
     def rss_at_fraction(self, fraction: float) -> Optional[float]:
         """Largest sampled RSS (MB) while at most `fraction` of the records had arrived."""
@@ -148,6 +149,8 @@ def run_read(
     threading.Thread(target=_watchdog, daemon=True).start()
     progress = [0]
     rss_samples: List[Tuple[float, int, float]] = []
+    cpu_samples: List[Tuple[float, int, float]] = []
+    clock_ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
     page_mb = os.sysconf("SC_PAGE_SIZE") / (1024 * 1024) if hasattr(os, "sysconf") else 0.0
 
     def _sample_rss() -> None:
@@ -158,7 +161,14 @@ def run_read(
                     resident = int(handle.read().split()[1])
             except (OSError, ValueError, IndexError):
                 return
-            rss_samples.append((time.perf_counter() - start, progress[0], resident * page_mb))
+            now, records_so_far = time.perf_counter() - start, progress[0]
+            rss_samples.append((now, records_so_far, resident * page_mb))
+            try:
+                with open(f"/proc/{proc.pid}/stat") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+                cpu_samples.append((now, records_so_far, (int(fields[11]) + int(fields[12])) / clock_ticks))
+            except (OSError, ValueError, IndexError):
+                pass
 
     if rss_interval_s and os.path.exists(f"/proc/{proc.pid}/statm"):
         threading.Thread(target=_sample_rss, daemon=True).start()
@@ -240,6 +250,7 @@ def run_read(
         errors=errors,
         timed_out=timed_out.is_set(),
         rss_samples=rss_samples,
+        cpu_samples=cpu_samples,
     )
 
 

@@ -4,7 +4,9 @@ incremental sync that fetches only the orders of the transactions it reads."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -125,3 +127,28 @@ def test_an_incremental_sync_fetches_only_the_orders_of_the_transactions_it_read
     assert captures == {c["capture_id"] for o in expected.values() for c in o["captures"]}
     refunds = {r["refund_id"] for r in first.records("refunds") + second.records("refunds")}
     assert refunds == {r["refund_id"] for o in expected.values() for r in o["refunds"]}
+
+
+# The final state of a full sync of SPEC (lookback_window_days 0) by source-klarna 1.1.0, whose captures and
+# refunds were substreams of orders: what a user upgrading from it has saved.
+STATE_1_1_0 = Path(__file__).with_name("states") / "orders_captures_refunds_1_1_0.json"
+
+
+def test_a_state_written_by_1_1_0_continues_with_the_new_payouts_orders_only(emulator):
+    saved = json.loads(STATE_1_1_0.read_text())
+    added = emulator.grow(new_payouts=3, late_payouts=0)
+
+    run = _sync(emulator, saved, lookback_window_days=0)
+
+    dataset = emulator.dataset
+    named_now = _named_order_ids(dataset, added)
+    assert _order_requests(emulator) == Counter(named_now)
+    served = {o: dataset.order(o) for o in named_now if not dataset.is_purged(o)}
+    assert {o["order_id"] for o in run.records("orders")} == set(served)
+    assert Counter(c["capture_id"] for c in run.records("captures")) == Counter(c["capture_id"] for o in served.values() for c in o["captures"])
+    assert Counter(r["refund_id"] for r in run.records("refunds")) == Counter(r["refund_id"] for o in served.values() for r in o["refunds"])
+    # The new states keep 1.1.0's shape, so a downgrade reads them too.
+    shapes = {m["stream"]["stream_descriptor"]["name"]: m["stream"]["stream_state"] for m in run.final_state()}
+    for stream in ("captures", "refunds"):
+        assert shapes[stream]["parent_state"]["orders"]["parent_state"]["transactions"]["parent_state"]["payouts"]["payouts_read"]
+    assert shapes["orders"]["parent_state"]["transactions"]["parent_state"]["payouts"]["payouts_read"]

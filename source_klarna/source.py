@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
-from typing import Any, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, List, Mapping, Optional, Tuple
 
 import yaml
 
-from airbyte_cdk.models import AirbyteMessage, AirbyteStateMessage, ConfiguredAirbyteCatalog
+from airbyte_cdk.models import AirbyteStateMessage, ConfiguredAirbyteCatalog
 from airbyte_cdk.sources.declarative.parsers.custom_code_compiler import SDM_COMPONENTS_MODULE_NAME
 from airbyte_cdk.sources.declarative.parsers.manifest_reference_resolver import ManifestReferenceResolver
 from airbyte_cdk.sources.declarative.yaml_declarative_source import YamlDeclarativeSource
 
 from source_klarna import components
-from source_klarna.components import observe_each_cursor_value_once, parents_first
+from source_klarna.components import observe_each_cursor_value_once
 
 
 def manifest_path() -> Path:
@@ -60,14 +59,3 @@ class SourceKlarna(YamlDeclarativeSource):
         streams = super().streams(config)
         observe_each_cursor_value_once(streams)
         return streams
-
-    def read(
-        self,
-        logger: logging.Logger,
-        config: Mapping[str, Any],
-        catalog: ConfiguredAirbyteCatalog,
-        state: Optional[List[AirbyteStateMessage]] = None,
-    ) -> Iterator[AirbyteMessage]:
-        # Streams start in catalog order; the manifest's order puts orders before captures and refunds.
-        stream_order = [stream.get("name") for stream in self.resolved_manifest.get("streams", []) if isinstance(stream, Mapping)]
-        yield from super().read(logger, config, parents_first(catalog, stream_order), state)

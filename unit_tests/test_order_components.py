@@ -1,4 +1,6 @@
-"""The custom components behind orders, captures and refunds, one by one."""
+"""The custom components behind orders, captures and refunds: the personal-data switch, the order
+error handler and the store's admission rule. The order store, its batches and the state shape have
+their own files (test_order_store.py, test_order_batches.py)."""
 
 from __future__ import annotations
 
@@ -8,20 +10,13 @@ from typing import Any, Dict
 import orjson
 import pytest
 import requests
-import requests_cache
 
-from airbyte_cdk.models import ConfiguredAirbyteCatalogSerializer
 from airbyte_cdk.sources.declarative.requesters.error_handlers import HttpResponseFilter
-from airbyte_cdk.sources.declarative.requesters.http_requester import HttpRequester
 from airbyte_cdk.sources.streams.http.error_handlers.response_models import ResponseAction
-from airbyte_cdk.sources.types import StreamSlice
 from source_klarna.components import (
-    EmbeddedItemsRequester,
     KlarnaErrorHandler,
-    OrderRequester,
     RemoveFieldsUnlessConfigured,
-    is_cacheable_order_answer,
-    parents_first,
+    is_order_answer_to_keep,
 )
 from unit_tests.mock_server import response_builder as rb
 
@@ -109,7 +104,7 @@ def test_an_order_is_a_success_and_no_warning(caplog):
     assert not caplog.records
 
 
-# --------------------------------------------------------------------------- OrderRequester and its cache
+# --------------------------------------------------------------------------- what the order store keeps
 
 
 @pytest.mark.parametrize(
@@ -125,99 +120,5 @@ def test_an_order_is_a_success_and_no_warning(caplog):
         (503, rb.error("SERVICE_UNAVAILABLE"), False),
     ],
 )
-def test_the_cache_keeps_orders_and_no_such_order_only(status, body, cacheable):
-    assert is_cacheable_order_answer(_response(status, body)) is cacheable
-
-
-@pytest.fixture(autouse=True)
-def _cache_directory(tmp_path, monkeypatch):
-    # Where the CDK puts a cached session's sqlite file (an earlier entrypoint run may have left the
-    # variable pointing at its deleted temp directory).
-    monkeypatch.setenv("REQUEST_CACHE_PATH", str(tmp_path))
-
-
-def _http_requester(use_cache: bool) -> HttpRequester:
-    return HttpRequester(name="orders", url_base="https://api.klarna.com", path="/ordermanagement/v1/orders/o1", config={}, parameters={}, use_cache=use_cache)
-
-
-def test_the_wrapped_requesters_cache_is_told_what_to_keep():
-    inner = _http_requester(use_cache=True)
-
-    OrderRequester(requester=inner, config={})
-
-    session = inner._http_client._session
-    assert isinstance(session, requests_cache.CacheMixin)
-    assert session.settings.filter_fn is is_cacheable_order_answer
-    assert set(session.settings.allowable_codes) == {200, 404}
-
-
-def test_without_a_cache_the_wrapper_changes_nothing_and_delegates():
-    inner = _http_requester(use_cache=False)
-
-    wrapper = OrderRequester(requester=inner, config={})
-
-    assert not isinstance(inner._http_client._session, requests_cache.CacheMixin)
-    assert wrapper.get_url_base() == inner.get_url_base()
-    assert wrapper.get_path(stream_state=None, stream_slice=None, next_page_token=None) == "ordermanagement/v1/orders/o1"
-    assert wrapper.name == "orders" and wrapper.error_handler is inner.error_handler
-
-
-def test_the_cache_serves_an_order_once_fetched_and_not_a_broken_answer(requests_mock):
-    inner = _http_requester(use_cache=True)
-    OrderRequester(requester=inner, config={})
-    session = inner._http_client._session
-    url = "https://api.klarna.com/ordermanagement/v1/orders/o1"
-    requests_mock.get(url, [{"status_code": 200, "text": "{cut"}, {"status_code": 200, "json": rb.order("o1")}])
-
-    answers = [session.get(url) for _ in range(3)]
-
-    assert [a.from_cache for a in answers] == [False, False, True]
-    assert answers[2].json()["order_id"] == "o1"
-    assert requests_mock.call_count == 2
-
-
-# --------------------------------------------------------------------------- EmbeddedItemsRequester
-
-
-def test_the_embedded_items_are_the_answer_and_nothing_is_sent(requests_mock):
-    requester = EmbeddedItemsRequester(name="captures", config={}, parameters={})
-    items = _response(200, [rb.capture("c1")])
-    stream_slice = StreamSlice(partition={"order_id": "o1"}, cursor_slice={}, extra_fields={"child_response": items})
-
-    assert requester.send_request(stream_slice=stream_slice, path=None) is items
-    assert requests_mock.call_count == 0
-
-
-def test_a_slice_without_embedded_items_is_a_configuration_error():
-    requester = EmbeddedItemsRequester(name="captures", config={}, parameters={})
-
-    with pytest.raises(ValueError, match="lazy_read_pointer"):
-        requester.send_request(stream_slice=StreamSlice(partition={"order_id": "o1"}, cursor_slice={}))
-
-
-# --------------------------------------------------------------------------- parents_first
-
-
-def _catalog(*names: str):
-    return ConfiguredAirbyteCatalogSerializer.load(
-        {
-            "streams": [
-                {"stream": {"name": n, "json_schema": {}, "supported_sync_modes": ["full_refresh"]}, "sync_mode": "full_refresh", "destination_sync_mode": "overwrite"}
-                for n in names
-            ]
-        }
-    )
-
-
-def test_streams_are_read_in_the_manifests_order_whatever_the_catalogs():
-    order = ["payouts", "transactions", "payout_summaries", "orders", "captures", "refunds"]
-
-    result = parents_first(_catalog("captures", "refunds", "orders", "unknown", "payouts"), order)
-
-    assert [s.stream.name for s in result.streams] == ["payouts", "orders", "captures", "refunds", "unknown"]
-
-
-def test_a_catalog_already_in_order_is_returned_as_is():
-    catalog = _catalog("orders", "captures")
-
-    assert parents_first(catalog, ["orders", "captures"]) is catalog
+def test_the_store_keeps_orders_and_no_such_order_only(status, body, cacheable):
+    assert is_order_answer_to_keep(_response(status, body)) is cacheable

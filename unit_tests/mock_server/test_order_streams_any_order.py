@@ -1,0 +1,125 @@
+"""orders, captures and refunds on Airbyte's stock declarative runtime: the manifest read by the CDK's own
+source class, without SourceKlarna (which only registers the components), with the streams in any
+catalog order. Each order the transactions name is requested once, and the records are the same."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from typing import Any, Dict, List, Mapping
+from unittest import mock
+
+import pytest
+
+from airbyte_cdk.models import SyncMode
+from airbyte_cdk.sources.declarative.parsers.custom_code_compiler import SDM_COMPONENTS_MODULE_NAME
+from airbyte_cdk.sources.declarative.yaml_declarative_source import YamlDeclarativeSource
+from airbyte_cdk.test.entrypoint_wrapper import EntrypointOutput, read
+
+import source_klarna.components
+from source_klarna.source import manifest_path
+from unit_tests.mock_server import response_builder as rb
+from unit_tests.mock_server.config import ConfigBuilder
+from unit_tests.mock_server.klarna_mock import serve_account
+from unit_tests.mock_server.reader import catalog, final_state, records_of, state_for
+
+ITEMS = ("orders", "captures", "refunds")
+
+
+def _read_without_source_klarna(config: Dict[str, Any], streams: Mapping[str, SyncMode], state: Any = None) -> EntrypointOutput:
+    """What `source-declarative-manifest --components-path source_klarna/components.py` does: the
+    components registered under the runtime's module name, the manifest read by the CDK's source."""
+    configured = catalog(streams)
+    with mock.patch.dict(sys.modules, {SDM_COMPONENTS_MODULE_NAME: source_klarna.components}), mock.patch("time.sleep"):
+        source = YamlDeclarativeSource(path_to_yaml=str(manifest_path()), catalog=configured, config=config, state=state)
+        return read(source, config, configured, state)
+
+
+def _account(requests_mock):
+    payouts = [rb.payout("A", "2024-02-01T06:00:00Z"), rb.payout("B", "2024-02-02T06:00:00Z")]
+    # 30 orders, some named twice and across payouts, one gone: more than one batch per stream.
+    a_orders = [f"a{i}" for i in range(18)]
+    b_orders = [f"b{i}" for i in range(12)] + ["a3", "a7"]
+    transactions = {"A": rb.transactions_naming("A", *a_orders, "a1", "gone"), "B": rb.transactions_naming("B", *b_orders)}
+    orders = [
+        rb.order(o, captures=[rb.capture(f"c-{o}-{k}") for k in range(i % 3)], refunds=[rb.refund(f"r-{o}")] if i % 4 == 0 else [])
+        for i, o in enumerate(a_orders + b_orders[:12])
+    ]
+    klarna = serve_account(requests_mock, payouts, transactions, orders, gone={"gone"})
+    named = set(a_orders) | set(b_orders) | {"gone"}
+    return klarna, named, payouts, transactions
+
+
+def _ids(output: EntrypointOutput) -> Dict[str, List[str]]:
+    keys = {"orders": "order_id", "captures": "capture_id", "refunds": "refund_id"}
+    return {stream: sorted(r[keys[stream]] for r in records_of(output, stream)) for stream in ITEMS}
+
+
+@pytest.mark.parametrize(
+    "stream_order",
+    [
+        ("captures", "refunds", "orders"),
+        ("captures", "orders", "payouts", "refunds", "transactions"),  # alphabetical, as a UI lists them
+        ("refunds", "captures"),
+    ],
+)
+def test_each_order_is_requested_once_whatever_the_catalogs_stream_order(requests_mock, stream_order):
+    klarna, named, _, _ = _account(requests_mock)
+
+    output = _read_without_source_klarna(ConfigBuilder().build(), {name: SyncMode.incremental for name in stream_order})
+
+    assert not output.errors
+    assert Counter(klarna.order_requests()) == Counter(named)
+    ids = _ids(output)
+    for stream in ITEMS:
+        if stream in stream_order:
+            assert ids[stream], stream
+    if "captures" in stream_order:
+        assert ids["captures"] == sorted(f"c-{o}-{k}" for i, o in enumerate([f"a{i}" for i in range(18)] + [f"b{i}" for i in range(12)]) for k in range(i % 3))
+    if "orders" in stream_order:
+        assert ids["orders"] == sorted(named - {"gone"})
+
+
+def test_the_stock_runtime_reads_the_same_records_and_state_as_source_klarna(requests_mock):
+    from unit_tests.mock_server.reader import read_streams
+
+    _account(requests_mock)
+    streams = {name: SyncMode.incremental for name in ("captures", "orders", "refunds")}
+    config = ConfigBuilder().build()
+
+    stock = _read_without_source_klarna(config, streams)
+    ours = read_streams(config, streams)
+
+    assert _ids(stock) == _ids(ours)
+    for stream in ITEMS:
+        assert final_state(stock, stream) == final_state(ours, stream)
+
+
+def test_an_incremental_sync_on_the_stock_runtime_requests_only_the_new_payouts_orders(requests_mock):
+    klarna, _, payouts, transactions = _account(requests_mock)
+    streams = {name: SyncMode.incremental for name in ("refunds", "captures", "orders")}
+    config = ConfigBuilder().with_fields(lookback_window_days=0).build()
+    first = _read_without_source_klarna(config, streams)
+
+    requests_mock.get(klarna.requests.order_url("new"), json=rb.order("new", captures=[rb.capture("c-new")], refunds=[rb.refund("r-new")]))
+    payouts.append(rb.payout("C", "2024-03-01T06:00:00Z"))
+    transactions["C"] = rb.transactions_naming("C", "new", "a0")
+    requests_mock.reset_mock()
+    second = _read_without_source_klarna(config, streams, state_for({s: final_state(first, s) for s in ITEMS}))
+
+    assert not second.errors
+    assert sorted(klarna.order_requests()) == ["a0", "new"]
+    assert _ids(second)["captures"] == ["c-new"] and _ids(second)["refunds"] == ["r-a0", "r-new"]
+
+
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_with_one_or_two_workers_the_streams_run_one_after_another_and_still_request_each_order_once(requests_mock, concurrency):
+    klarna, named, _, _ = _account(requests_mock)
+
+    output = _read_without_source_klarna(
+        ConfigBuilder().with_fields(concurrency=concurrency).build(), {name: SyncMode.incremental for name in ("captures", "refunds", "orders")}
+    )
+
+    assert not output.errors
+    assert Counter(klarna.order_requests()) == Counter(named)
+    assert _ids(output)["orders"] == sorted(named - {"gone"})
