@@ -1,4 +1,4 @@
-"""The connector class: the declarative manifest, nothing else."""
+"""The connector class: the declarative manifest, its streams given the CDK patches of cdk_patches.py."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from airbyte_cdk.sources.declarative.parsers.manifest_reference_resolver import 
 from airbyte_cdk.sources.declarative.yaml_declarative_source import YamlDeclarativeSource
 
 from source_klarna import components
-from source_klarna.components import observe_each_cursor_value_once
+from source_klarna.cdk_patches import observe_each_cursor_value_once
 
 
 def manifest_path() -> Path:

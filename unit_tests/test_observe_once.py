@@ -7,7 +7,7 @@ import threading
 from typing import Any, List
 
 from airbyte_cdk.sources.types import Record, StreamSlice
-from source_klarna.components import ObserveEachCursorValueOnce, observe_each_cursor_value_once
+from source_klarna.cdk_patches import ObserveEachCursorValueOnce, observe_each_cursor_value_once
 
 
 class RecordingCursor:
