@@ -278,7 +278,9 @@ def check_counts(run: Run) -> None:
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.connector = [script("source-klarna")]
+        # What is measured: the installed `source-klarna`, or the manifest-only form on the stock runtime.
+        self.connector = ([sys.executable, str(HERE / "manifest_only_connector.py")] if args.runtime == "manifest-only"
+                          else [script("source-klarna")])
         self.runs: List[Run] = []
         self.notes: List[str] = []
         self.workroot = Path(tempfile.mkdtemp(prefix="klarna-bench-"))
@@ -669,7 +671,7 @@ class Bench:
         print()
         print(f"source-klarna bench  {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC  "
               f"{platform.python_implementation()} {platform.python_version()}  {os.cpu_count()} CPUs  "
-              f"emulator 429 limit {a.rate_limit_rps or 'off'} req/s")
+              f"emulator 429 limit {a.rate_limit_rps or 'off'} req/s  runtime {a.runtime}")
         print("columns: records p/t/s = payouts/transactions/payout_summaries records; 1st rec s = seconds to the "
               "first record (process start-up + first page);\n  CPU s = user+sys of the connector process; rec/s = "
               "records / wall time (incl. start-up); steady rec/s = from the first to the last record;\n  "
@@ -734,6 +736,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scenarios", default=DEFAULT_SCENARIOS,
                    help=f"comma separated, from {','.join(ALL_SCENARIOS)} (default {DEFAULT_SCENARIOS})")
+    p.add_argument("--runtime", choices=("source-klarna", "manifest-only"), default="source-klarna",
+                   help="what runs: the installed source-klarna (default), or manifest.yaml + components.py on Airbyte's "
+                        "stock source-declarative-manifest (bench/manifest_only_connector.py)")
     p.add_argument("--million", action="store_true", help="add the 1,000,000-transaction scenario")
     p.add_argument("--payouts", type=int, default=200)
     p.add_argument("--transactions-per-payout", type=int, default=250)
