@@ -291,6 +291,20 @@ def test_the_basic_token_is_registered_as_a_secret(monkeypatch):
     assert airbyte_secrets_utils.filter_secrets("header Basic SzFfdXNlcjpwdw== sent") == "header Basic **** sent"
 
 
+def test_the_basic_token_is_rendered_once_per_authenticator(monkeypatch):
+    authenticator = make_authenticator({"username": "K1_user", "password": "pw"})
+    renders = []
+    username = authenticator._username
+    monkeypatch.setattr(authenticator, "_username", type("Counting", (), {
+        "eval": lambda self, config, **kwargs: renders.append(1) or username.eval(config, **kwargs)})())
+
+    for _ in range(3):
+        signed = authenticator(requests.Request("GET", "https://api.klarna.com/x").prepare())
+
+    assert signed.headers["Authorization"] == "Basic SzFfdXNlcjpwdw=="
+    assert len(renders) == 1
+
+
 def teardown_module() -> None:
     RATE_LIMIT_PACERS.__init__()  # the pacers these tests made stay out of later tests
 
