@@ -517,7 +517,8 @@ class RateLimitPacer:
     (R left in the current window) and `X-Ratelimit-Reset` (seconds to the window's end). From these:
 
     - the others' rate: between two answers of one window, Remaining fell by the requests of both; less
-      the connector's own requests sent in between, over the time between, is the others' rate. A window
+      the connector's own requests counted in between (those sent or those answered in between,
+      whichever are more), over the time between, is the others' rate. A window
       begins where Remaining rises (by more than the requests in flight, which may be counted out of
       order). The highest of the estimates of the current window (once watched for a tenth of its
       length) and of the two before is used: a falling estimate is trusted late, a rising one at once,
@@ -558,8 +559,8 @@ class RateLimitPacer:
         self._slots: Deque[float] = deque()  # send times handed out and not yet reached
         self._sent = 0  # requests whose send time has come
         self._answered = 0
-        # (time, Remaining, answers so far) of the current window's first answer, and of the latest.
-        self._window_first: Optional[Tuple[float, float, int]] = None
+        # (time, Remaining, requests sent, answers read) at the current window's first answer; the latest Remaining.
+        self._window_first: Optional[Tuple[float, float, int, int]] = None
         self._last_remaining: Optional[float] = None
         self._others_now: Optional[float] = None  # requests/s, this window
         self._others_before: Deque[float] = deque(maxlen=2)  # requests/s, the two windows before
@@ -623,14 +624,17 @@ class RateLimitPacer:
         if self._window_first is None or rose or now - self._window_first[0] >= self._window:
             if self._others_now is not None:
                 self._others_before.append(self._others_now)
-            self._window_first, self._others_now = (now, remaining, self._sent), None
+            self._window_first, self._others_now = (now, remaining, self._sent, self._answered), None
             return
-        first_time, first_remaining, first_sent = self._window_first
+        first_time, first_remaining, first_sent, first_answered = self._window_first
         if now - first_time < self._window * self.SETTLED_SHARE_OF_WINDOW:
             return
-        # Remaining fell by the others' requests and by ours sent in between (counted when they arrive:
-        # counting those answered instead would take ours still in flight for the others').
-        ours = self._sent - first_sent
+        # Remaining fell by the others' requests and by ours the server counted in between: at least
+        # those whose send time came (a rising rate has more in flight than it has answers back) and at
+        # least those answered (busy threads send late and in bunches, the server counts them as they
+        # come, and the answers follow its count). Either alone took ours for the others' traffic:
+        # estimates of 40 to 500 requests/s of others with none there, the sync at its floor for seconds.
+        ours = max(self._sent - first_sent, self._answered - first_answered)
         self._others_now = max(0.0, (first_remaining - remaining - ours) / (now - first_time))
 
     def _slow_start(self) -> float:

@@ -184,6 +184,27 @@ def test_send_times_handed_out_but_not_reached_do_not_count_as_requests_in_fligh
     assert pacer._window_first[1] == 197  # a new window began: 7 more left, with 1 request in flight
 
 
+def test_requests_sent_late_and_counted_together_are_not_taken_for_the_others_traffic():
+    """Busy threads send in bunches after their send times: the server counts 16 of ours after the
+    window's first answer although their send times all came before it. Their answers say so."""
+    clock = SimulatedClock()
+    pacer = RateLimitPacer(assumed_limit=200, reserve=0.2, clock=clock, sleep=lambda seconds: None)
+    pacer._others_before.extend([0.0, 0.0])  # two quiet windows seen: the pacer is at its cap
+    pacer._rate = pacer.cap
+    headers = {"X-Ratelimit-Limit": "200, 200;w=1", "X-Ratelimit-Reset": "1"}
+    for _ in range(17):
+        pacer.wait_turn()  # send times 0 ... 0.1 s
+
+    clock.now = 0.11
+    pacer.observe(answer(200, **headers, **{"X-Ratelimit-Remaining": "183"}))  # 17 sent, 1 counted so far
+    clock.now = 0.23
+    for remaining in range(182, 166, -1):
+        pacer.observe(answer(200, **headers, **{"X-Ratelimit-Remaining": str(remaining)}))
+
+    assert pacer._others_now == pytest.approx(0.0)
+    assert pacer.rate == pytest.approx(160)
+
+
 def test_a_429_holds_every_request_until_retry_after():
     clock = SimulatedClock()
     pacer = RateLimitPacer(assumed_limit=200, reserve=0.2, clock=clock, sleep=clock.sleep)
