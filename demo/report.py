@@ -23,9 +23,34 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import duckdb
 
-# The sign convention and the totals by type are the emulator's (klarna_emulator is installed beside the demo).
-from klarna_emulator.transactions import TOTALS_BY_TYPE, TOWARDS_KLARNA, TOWARDS_MERCHANT
-
+# payout totals field -> transaction types summed into it. Written out here, not imported from the
+# emulator whose generator uses the same table: the report is an independent check of the data it
+# reads (the emulator's, or a merchant's), so a mistake in one table shows up as payouts that do not reconcile.
+TOTALS_BY_TYPE: Dict[str, Tuple[str, ...]] = {
+    "sale_amount": ("SALE",),
+    "fee_amount": ("FEE",),
+    "return_amount": ("RETURN",),
+    "reversal_amount": ("REVERSAL", "REVERSAL_MERCHANT_PROTECTION"),
+    "commission_amount": ("COMMISSION",),
+    "tax_amount": ("TAX",),
+    "holdback_amount": ("HOLDBACK",),
+    "release_amount": ("RELEASE",),
+    "charge_amount": ("CHARGE",),
+    "credit_amount": ("CREDIT",),
+    "fee_refund_amount": ("FEE_REFUND",),
+    "fee_correction_amount": ("CORRECTION",),
+}
+# Money towards the merchant (+) and towards Klarna (-) in settlement_amount.
+TOWARDS_MERCHANT = ("sale_amount", "release_amount", "credit_amount", "fee_refund_amount", "fee_correction_amount")
+TOWARDS_KLARNA = (
+    "fee_amount",
+    "return_amount",
+    "reversal_amount",
+    "commission_amount",
+    "tax_amount",
+    "holdback_amount",
+    "charge_amount",
+)
 KNOWN_TYPES = tuple(t for types in TOTALS_BY_TYPE.values() for t in types)
 SETTLEMENT_FORMULA = (
     "settlement = " + " + ".join(f.replace("_amount", "") for f in TOWARDS_MERCHANT)

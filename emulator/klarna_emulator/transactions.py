@@ -47,7 +47,7 @@ from .dates import format_datetime
 if TYPE_CHECKING:  # pragma: no cover
     from .orders import OrderDetail
 
-__all__ = ["TOTALS_BY_TYPE", "TOTALS_KEYS", "TOWARDS_MERCHANT", "TOWARDS_KLARNA", "RowPlan", "OrderPlan", "PayoutContext", "plan_rows", "totals_of",
+__all__ = ["TOTALS_BY_TYPE", "TOTALS_KEYS", "RowPlan", "OrderPlan", "PayoutContext", "plan_rows", "totals_of",
            "transaction_row"]
 
 #: totals field -> transaction types summed into it
@@ -65,9 +65,8 @@ TOTALS_BY_TYPE = {
     "fee_refund_amount": ("FEE_REFUND",),
     "fee_correction_amount": ("CORRECTION",),
 }
-# Money towards the merchant (+) and towards Klarna (-) in a payout's settlement_amount.
-TOWARDS_MERCHANT = ("sale_amount", "release_amount", "credit_amount", "fee_refund_amount", "fee_correction_amount")
-TOWARDS_KLARNA = ("fee_amount", "return_amount", "reversal_amount", "commission_amount", "tax_amount",
+_TOWARDS_MERCHANT = ("sale_amount", "release_amount", "credit_amount", "fee_refund_amount", "fee_correction_amount")
+_TOWARDS_KLARNA = ("fee_amount", "return_amount", "reversal_amount", "commission_amount", "tax_amount",
                    "holdback_amount", "charge_amount")
 TOTALS_KEYS = (  # key order as in the OpenAPI Totals schema
     "commission_amount", "repay_amount", "sale_amount", "holdback_amount", "tax_amount",
@@ -204,7 +203,7 @@ def totals_of(rows) -> dict:
     sums = dict.fromkeys(TOTALS_BY_TYPE, 0)
     for row in rows:
         sums[_TOTAL_OF_TYPE[row.type]] += row.amount
-    settlement = sum(sums[k] for k in TOWARDS_MERCHANT) - sum(sums[k] for k in TOWARDS_KLARNA)
+    settlement = sum(sums[k] for k in _TOWARDS_MERCHANT) - sum(sums[k] for k in _TOWARDS_KLARNA)
     deposit = -settlement if settlement < 0 else 0
     sums.update(repay_amount=0, tax_refund_amount=0, settlement_amount=settlement, deposit_amount=deposit,
                 opening_debt_balance_amount=0, closing_debt_balance_amount=deposit)
