@@ -26,7 +26,8 @@ Orders, captures and refunds
     orders through the sync's `OrderStore`: each order requested once, whichever stream asks first),
     `NestedParentStateMigration` (states of 1.1.0), `RemoveFieldsUnlessConfigured` (personal data).
 
-What is shared by every stream of one sync is kept per sync (`PerSync`). Each component says why the
+What is shared by every stream of one sync is kept per sync (`PerSync`); the two wrappers take the
+request options of what they wrap (`RequestOptionsOfWrapped`). Each component says why the
 manifest cannot, and each workaround for a CDK gap says when it can go.
 """
 
@@ -98,6 +99,31 @@ class PerSync(Generic[PerSyncObject]):
                     _, (_, dropped) = self._entries.popitem(last=False)
                     getattr(dropped, "close", lambda: None)()
             return entry[1]
+
+
+# ----------------------------------------------------------------------------- a wrapped component's request options
+
+class RequestOptionsOfWrapped:
+    """The request options (params, headers, body) of the component a wrapper wraps, `_wrapped`: the
+    CDK declares the four abstract on partition routers and requesters alike, and a wrapper of
+    either (UnreadPayoutsPartitionRouter, OrderBatchRequester) adds none of its own. Listed first
+    among the bases, so that its methods stand for the abstract ones."""
+
+    @property
+    def _wrapped(self) -> Any:
+        raise NotImplementedError
+
+    def get_request_params(self, **kwargs: Any) -> MutableMapping[str, Any]:
+        return self._wrapped.get_request_params(**kwargs)
+
+    def get_request_headers(self, **kwargs: Any) -> Mapping[str, Any]:
+        return self._wrapped.get_request_headers(**kwargs)
+
+    def get_request_body_data(self, **kwargs: Any) -> Union[Mapping[str, Any], str]:
+        return self._wrapped.get_request_body_data(**kwargs)
+
+    def get_request_body_json(self, **kwargs: Any) -> Mapping[str, Any]:
+        return self._wrapped.get_request_body_json(**kwargs)
 
 
 # ----------------------------------------------------------------------------- Klarna's answers, parsed once
@@ -927,7 +953,7 @@ def _instant(payout_date: Any) -> Optional[datetime]:
 
 
 @dataclass
-class UnreadPayoutsPartitionRouter(PartitionRouter):
+class UnreadPayoutsPartitionRouter(RequestOptionsOfWrapped, PartitionRouter):
     """One partition per payout whose transactions no earlier sync has read: the payouts router of
     `transactions`, minus the payouts the previous sync already read.
 
@@ -1014,17 +1040,9 @@ class UnreadPayoutsPartitionRouter(PartitionRouter):
         state[self._parent_name] = parent_state
         return state
 
-    def get_request_params(self, **kwargs: Any) -> Mapping[str, Any]:
-        return self.underlying_partition_router.get_request_params(**kwargs)
-
-    def get_request_headers(self, **kwargs: Any) -> Mapping[str, Any]:
-        return self.underlying_partition_router.get_request_headers(**kwargs)
-
-    def get_request_body_data(self, **kwargs: Any) -> Union[Mapping[str, Any], str]:
-        return self.underlying_partition_router.get_request_body_data(**kwargs)
-
-    def get_request_body_json(self, **kwargs: Any) -> Mapping[str, Any]:
-        return self.underlying_partition_router.get_request_body_json(**kwargs)
+    @property
+    def _wrapped(self) -> PartitionRouter:
+        return self.underlying_partition_router
 
 
 # ----------------------------------------------------------------------------- payouts
@@ -1349,7 +1367,7 @@ _ORDER_ID_PLACEHOLDER = "\x00order_id\x00"
 
 
 @dataclass
-class OrderBatchRequester(Requester):
+class OrderBatchRequester(RequestOptionsOfWrapped, Requester):
     """The requester of `orders`, `captures` and `refunds`: one page per partition of order ids (an
     OrderIdBatches slice: `order_id` and `payout_date` lists), made of each order's record(s), the
     orders fetched one by one with the wrapped HttpRequester (its path, error handler, retries and rate
@@ -1398,6 +1416,10 @@ class OrderBatchRequester(Requester):
             raise AttributeError(name)
         return getattr(self.requester, name)
 
+    @property
+    def _wrapped(self) -> HttpRequester:
+        return self.requester
+
     def get_authenticator(self) -> Any:
         return self.requester.get_authenticator()
 
@@ -1412,18 +1434,6 @@ class OrderBatchRequester(Requester):
 
     def get_method(self) -> Any:
         return self.requester.get_method()
-
-    def get_request_params(self, **kwargs: Any) -> MutableMapping[str, Any]:
-        return self.requester.get_request_params(**kwargs)
-
-    def get_request_headers(self, **kwargs: Any) -> Mapping[str, Any]:
-        return self.requester.get_request_headers(**kwargs)
-
-    def get_request_body_data(self, **kwargs: Any) -> Union[Mapping[str, Any], str]:
-        return self.requester.get_request_body_data(**kwargs)
-
-    def get_request_body_json(self, **kwargs: Any) -> Mapping[str, Any]:
-        return self.requester.get_request_body_json(**kwargs)
 
     def send_request(
         self,
