@@ -122,3 +122,18 @@ def test_an_order_is_a_success_and_no_warning(caplog):
 )
 def test_the_store_keeps_orders_and_no_such_order_only(status, body, cacheable):
     assert is_order_answer_to_keep(_response(status, body)) is cacheable
+
+
+# --------------------------------------------------------------------------- the pages OrderBatchRequester makes
+
+
+def test_a_made_page_is_parsed_already_and_its_bytes_are_its_body():
+    from source_klarna.components import _answer_page, parsed_body
+
+    records = [rb.order("o1"), rb.order("o2")]
+    page = _answer_page("orders", records, "https://api.klarna.com")
+
+    assert parsed_body(page) == {"orders": records}
+    assert page._content is False  # no bytes until asked for
+    assert orjson.loads(page.content) == page.json() == {"orders": records}
+    assert page.status_code == 200 and page.ok
