@@ -13,6 +13,7 @@ import pytest
 from connector_runner import configured_catalog, run_connector
 from conftest import EMULATOR_PASSWORD
 from klarna_emulator import DatasetSpec
+from streaming_runner import assert_clean_run, fast_backoff_manifest, stream_connector
 
 STREAMS = ("orders", "captures", "refunds")
 # About 400 orders over 12 payouts and 3 currencies, a twentieth of them gone (404 NO_SUCH_ORDER).
@@ -47,10 +48,10 @@ def emulator(make_emulator):
     return make_emulator(SPEC)
 
 
-def test_a_full_sync_equals_the_emulators_orders_with_one_request_per_order(emulator):
-    run = _sync(emulator)
-
-    dataset = emulator.dataset
+def _assert_exactly_the_emulators(run, dataset):
+    """orders, captures and refunds of `run` are exactly the emulator's, for the orders its transactions
+    name (gone ones skipped), each record once, each with the payout_date of a payout naming its order.
+    Returns (the order ids named, the gone ones)."""
     named = _named_order_ids(dataset)
     gone = {o for o in named if dataset.is_purged(o)}
     assert gone and len(gone) < len(named) / 5
@@ -84,6 +85,13 @@ def test_a_full_sync_equals_the_emulators_orders_with_one_request_per_order(emul
         order_id, klarna = expected_refunds[refund["refund_id"]]
         assert refund["order_id"] == order_id
         assert {k: v for k, v in refund.items() if k not in ("order_id", "payout_date")} == klarna
+    return named, gone
+
+
+def test_a_full_sync_equals_the_emulators_orders_with_one_request_per_order(emulator):
+    run = _sync(emulator)
+
+    named, gone = _assert_exactly_the_emulators(run, emulator.dataset)
 
     # One request per order the transactions name, gone ones included, for all three streams.
     assert _order_requests(emulator) == Counter(named)
@@ -152,3 +160,28 @@ def test_a_state_written_by_1_1_0_continues_with_the_new_payouts_orders_only(emu
     for stream in ("captures", "refunds"):
         assert shapes[stream]["parent_state"]["orders"]["parent_state"]["transactions"]["parent_state"]["payouts"]["payouts_read"]
     assert shapes["orders"]["parent_state"]["transactions"]["parent_state"]["payouts"]["payouts_read"]
+
+
+# Every kind of fault, on any request: 10 % 5xx, 3 % connections reset before an answer, 3 % bodies cut
+# short, 3 % half JSON bodies, and a burst of 429s while the first orders are asked for.
+RANDOM_FAULTS = dict(error_5xx=0.10, connection_reset=0.03, truncated_body=0.03, invalid_json=0.03, fault_seed=5)
+BURST_429 = {n: "rate_limit" for n in range(40, 46)}
+
+
+def test_under_every_kind_of_fault_the_orders_are_exact_and_only_what_failed_is_asked_again(make_emulator):
+    emulator = make_emulator(SPEC, fail_requests=BURST_429, **RANDOM_FAULTS)
+    config = emulator.config(concurrency=12)
+    # The shipped manifest with its exponential backoff shrunk: the same retries, seconds apart.
+    run = stream_connector("read", config, configured_catalog(STREAMS), manifest=fast_backoff_manifest(), timeout=300)
+    assert_clean_run(run, config)
+    assert run.exit_code == 0 and not run.errors(), run.everything[-3000:]
+
+    named, _ = _assert_exactly_the_emulators(run, emulator.dataset)
+
+    # Each order asked for once, and once more for each of its requests that met a fault.
+    order_requests = [r for r in emulator.requests() if r["endpoint"] == "order"]
+    faulted = Counter(r["path"].rsplit("/", 1)[-1] for r in order_requests if r["fault"])
+    assert _order_requests(emulator) == Counter(named) + faulted
+    kinds = {r["fault"] for r in order_requests if r["fault"]}
+    assert {"connection_reset", "truncated_body", "invalid_json", "rate_limit"} <= kinds, kinds
+    assert any(kind.startswith("error_5") for kind in kinds), kinds

@@ -7,9 +7,13 @@ source_klarna.components under that name, so the manifest resolves wherever the 
 
 import sys
 
-from airbyte_cdk.sources.declarative.parsers.custom_code_compiler import SDM_COMPONENTS_MODULE_NAME
+from source_klarna.cdk_patches import skip_attribute_docs
 
-from source_klarna import components
+skip_attribute_docs()  # before the CDK's protocol serializers are built (cdk_patches says why)
+
+from airbyte_cdk.sources.declarative.parsers.custom_code_compiler import SDM_COMPONENTS_MODULE_NAME  # noqa: E402
+
+from source_klarna import components  # noqa: E402
 
 sys.modules.setdefault(SDM_COMPONENTS_MODULE_NAME, components)
 

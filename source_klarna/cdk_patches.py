@@ -7,10 +7,36 @@ per-record parse of a cursor value they have just seen. It replaces the `observe
 CDK's cursor objects (`stream.cursor`, `cursor.cursor_field.cursor_field_key`: CDK 7.39.1 internals,
 guarded by unit_tests/test_cdk_internals.py). It can go when the CDK observes a partition's cursor
 value once, or parses it without strptime.
+
+`skip_attribute_docs` (called by `source_klarna/__init__.py` before the CDK is imported) spares every
+start of the connector (spec, check, discover, read: each a process, on Airbyte a pod) about 0.9 s
+of CPU, a third of its start: importing `airbyte_cdk.models` builds the protocol's serializers, and
+serpyco_rs looks for attribute docstrings by reading and parsing the source of every protocol class
+and each of its bases. Those docstrings only ever become "description"s of a JSON schema of the
+protocol classes, which nothing in a connector asks for; the serializers are the same without them
+(unit_tests/test_cdk_patches.py compares their output). It can go when serpyco_rs reads the docs
+lazily.
 """
 
 import threading
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Dict, Sequence
+
+
+def _no_attribute_docs(cls: type) -> Dict[str, str]:
+    return {}
+
+
+def skip_attribute_docs() -> bool:
+    """Makes serpyco_rs describe classes without their attribute docstrings; whether it could."""
+    try:
+        from serpyco_rs import _describe
+        from serpyco_rs._json_schema import _convert
+    except ImportError:
+        return False
+    modules = [module for module in (_describe, _convert) if hasattr(module, "get_attributes_doc")]
+    for module in modules:
+        module.get_attributes_doc = _no_attribute_docs  # type: ignore[attr-defined]
+    return len(modules) == 2
 
 
 class ObserveEachCursorValueOnce:

@@ -4,13 +4,18 @@ paced and seen by the pacer once)."""
 
 from __future__ import annotations
 
+import http.server
 import logging
 import re
+import socket
+import threading
 from typing import Any, Dict, List
 from unittest import mock
 
+import orjson
 import pytest
 import requests
+import requests.adapters
 
 from airbyte_cdk.sources.declarative.requesters.error_handlers import HttpResponseFilter
 from airbyte_cdk.sources.streams.http.http_client import HttpClient
@@ -193,3 +198,114 @@ def test_the_primed_answer_is_dropped_when_the_cdks_client_fails(requests_mock, 
     with pytest.raises(RuntimeError):
         direct.fetch("o1", failing_client)
     assert components.replayed_url() is None
+
+
+# --------------------------------------------------------------------------- over a real socket (no test double)
+# requests-mock stands in for requests' Session.send, so the tests above see direct requests go through
+# the session. Without one they go through OneHostAdapter: these talk to a small HTTP server on 127.0.0.1.
+
+
+class _Orders(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    seen: List[Dict[str, Any]] = []
+    script: List[str] = []  # what the next requests get: "order", "503", "close" (no answer)
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        type(self).seen.append({"path": self.path, "headers": dict(self.headers.items())})
+        what = type(self).script.pop(0) if type(self).script else "order"
+        if what == "close":
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        status, body = (503, rb.error("SERVICE_UNAVAILABLE")) if what == "503" else (200, rb.order(self.path.rsplit("/", 1)[-1]))
+        payload = orjson.dumps(body)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def local_klarna():
+    _Orders.seen, _Orders.script = [], []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Orders)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=10)
+
+
+def test_over_a_socket_a_direct_request_goes_through_one_host_adapter_and_equals_the_cdks(local_klarna):
+    requester = order_requester(ConfigBuilder().with_fields(base_url_override=local_klarna).build())
+
+    with mock.patch.object(components.OneHostAdapter, "send", autospec=True, side_effect=components.OneHostAdapter.send) as one_host:
+        first, second = requester._fetch_one("o1"), requester._fetch_one("o2")
+        through_the_cdk(requester, "o3")
+
+    assert one_host.call_count == 2
+    assert [components.parsed_body(r)["order_id"] for r in (first, second)] == ["o1", "o2"]
+    direct, _, cdk_request = _Orders.seen
+    assert direct["path"] == "/ordermanagement/v1/orders/o1" and cdk_request["path"] == "/ordermanagement/v1/orders/o3"
+    assert direct["headers"] == cdk_request["headers"]
+    assert direct["headers"]["Authorization"].startswith("Basic ")
+
+
+def test_over_a_socket_a_server_error_and_a_dropped_connection_are_each_retried_once(local_klarna):
+    requester = order_requester(ConfigBuilder().with_fields(base_url_override=local_klarna).build())
+    _Orders.script = ["503", "order", "close", "order"]
+
+    with mock.patch("time.sleep"):
+        answers = [requester._fetch_one("o1"), requester._fetch_one("o2")]
+
+    assert [components.parsed_body(r)["order_id"] for r in answers] == ["o1", "o2"]
+    assert [seen["path"].rsplit("/", 1)[-1] for seen in _Orders.seen] == ["o1", "o1", "o2", "o2"]
+
+
+def test_one_host_adapter_looks_its_pool_up_once_and_uses_the_adapters_pools(local_klarna):
+    session = requests.Session()
+    adapter = session.get_adapter(local_klarna)
+    one_host = components.OneHostAdapter(adapter)
+    kwargs = {"stream": False, "timeout": (5, 5), "verify": True, "cert": None, "proxies": {}}
+
+    def get(order_id):
+        return one_host.send(requests.Request("GET", f"{local_klarna}/ordermanagement/v1/orders/{order_id}").prepare(), **kwargs)
+
+    with mock.patch.object(requests.adapters.HTTPAdapter, "get_connection_with_tls_context", autospec=True,
+                           side_effect=requests.adapters.HTTPAdapter.get_connection_with_tls_context) as lookups:
+        assert [get(o).json()["order_id"] for o in ("o1", "o2", "o3")] == ["o1", "o2", "o3"]
+    assert lookups.call_count == 1
+    probe = requests.Request("GET", f"{local_klarna}/ordermanagement/v1/orders/o9").prepare()
+    assert adapter.get_connection_with_tls_context(probe, True, proxies={}, cert=None) is one_host._pool  # the session's own pool
+
+
+def test_a_connection_closed_without_an_answer_is_the_error_requests_raises(local_klarna):
+    one_host = components.OneHostAdapter(requests.Session().get_adapter(local_klarna))
+    _Orders.script = ["close", "close"]
+    request = requests.Request("GET", f"{local_klarna}/ordermanagement/v1/orders/o1").prepare()
+
+    with pytest.raises(requests.ConnectionError) as direct:
+        one_host.send(request, stream=False, timeout=(5, 5), verify=True, cert=None, proxies={})
+    with pytest.raises(requests.ConnectionError) as through_requests:
+        requests.Session().send(request, timeout=(5, 5))
+    assert type(direct.value) is type(through_requests.value)
+
+
+def test_only_an_adapter_that_sends_as_requests_does_is_stood_in_for():
+    class Tuned(requests.adapters.HTTPAdapter):
+        def init_poolmanager(self, *args, **kwargs):  # (socket options, say): sends the same way
+            super().init_poolmanager(*args, **kwargs)
+
+    class Different(requests.adapters.HTTPAdapter):
+        def send(self, request, **kwargs):
+            raise AssertionError("not this one")
+
+    assert components.OneHostAdapter.can_stand_for(requests.adapters.HTTPAdapter())
+    assert components.OneHostAdapter.can_stand_for(Tuned())
+    assert not components.OneHostAdapter.can_stand_for(Different())
+    assert not components.OneHostAdapter.can_stand_for(requests.adapters.BaseAdapter())
