@@ -93,8 +93,12 @@ def test_a_full_sync_equals_the_emulators_orders_with_one_request_per_order(emul
 
     named, gone = _assert_exactly_the_emulators(run, emulator.dataset)
 
-    # One request per order the transactions name, gone ones included, for all three streams.
+    # One request per order the transactions name, gone ones included, for all three streams; and
+    # each page of each payout's transactions asked for once, not once per stream.
     assert _order_requests(emulator) == Counter(named)
+    pages = Counter((r["query"].get("payment_reference"), r["query"].get("offset", "0")) for r in emulator.requests() if r["endpoint"] == "transactions")
+    assert {ref for ref, _ in pages} == {p["payment_reference"] for p in emulator.dataset.payouts()}
+    assert set(pages.values()) == {1}, pages
     # One warning per gone order, not one per stream that read it.
     warnings = [m["log"]["message"] for m in run.of_type("LOG") if m["log"]["level"] == "WARN"]
     warned = [w.split("/ordermanagement/v1/orders/", 1)[1].split(" ", 1)[0] for w in warnings if "/ordermanagement/v1/orders/" in w]
@@ -164,7 +168,11 @@ def test_a_state_written_by_1_1_0_continues_with_the_new_payouts_orders_only(emu
 
 # Every kind of fault, on any request: 10 % 5xx, 3 % connections reset before an answer, 3 % bodies cut
 # short, 3 % half JSON bodies, and a burst of 429s while the first orders are asked for.
-RANDOM_FAULTS = dict(error_5xx=0.10, connection_reset=0.03, truncated_body=0.03, invalid_json=0.03, fault_seed=5)
+# The faults are drawn per request number, the same for every run: seed 10 puts at most four faults in
+# any seven consecutive requests of the first 1,500. At a sync's end one order's retries can be its only
+# requests, and a longer run of faults would exhaust its seven attempts: a failure, rightly, but not the
+# one tested here (a run of four at request 609 under seed 5 did, once the sync made fewer requests).
+RANDOM_FAULTS = dict(error_5xx=0.10, connection_reset=0.03, truncated_body=0.03, invalid_json=0.03, fault_seed=10)
 BURST_429 = {n: "rate_limit" for n in range(40, 46)}
 
 

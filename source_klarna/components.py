@@ -22,7 +22,8 @@ Transactions
 Payouts
     `EachKeyOncePerSync` (a payout a moving list repeats on the next page is emitted once).
 Orders, captures and refunds
-    `OrderIdBatches` (the order ids the transactions name, in batches), `OrderBatchRequester` (their
+    `OrderIdBatches` (the order ids the transactions name, in batches; each payout's transactions
+    read once for the three streams, `SharedParentRows`), `OrderBatchRequester` (their
     orders through the sync's `OrderStore`: each order requested once, whichever stream asks first;
     `DirectOrderRequests` sends each as the CDK's client would, without its per-request work),
     `NestedParentStateMigration` (states of 1.1.0), `RemoveFieldsUnlessConfigured` (personal data).
@@ -65,7 +66,7 @@ from airbyte_cdk.sources.declarative.requesters.paginators.strategies.pagination
 from airbyte_cdk.sources.declarative.requesters.requester import Requester
 from airbyte_cdk.sources.streams.http.error_handlers.response_models import ErrorResolution, ResponseAction
 from airbyte_cdk.sources.declarative.transformations import RecordTransformation
-from airbyte_cdk.sources.types import Config, StreamSlice, StreamState
+from airbyte_cdk.sources.types import Config, Record, StreamSlice, StreamState
 from airbyte_cdk.utils.airbyte_secrets_utils import add_to_secrets
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
@@ -1763,6 +1764,79 @@ def _orders_of(stream_slice: Optional[StreamSlice]) -> Tuple[List[str], Dict[str
     return [order_id for order_id, _ in pairs], dict(pairs)
 
 
+class SharedParentRows:
+    """What `orders`, `captures` and `refunds` each take from a parent partition (a payout's
+    transactions): the order ids it names, each once, with their extra fields, and the first record of
+    each cursor value. Read by whichever of the three gets to the partition first, kept for the other
+    two, so a sync reads each payout's transactions once, not three times (a third of the three
+    streams' CPU went into those reads, and each made its own requests).
+
+    Keyed by what decides the partition's records: the parent's name, the fields read, and the
+    partition's slice and extra fields (the payout's reference and date), not its cursor slice: the
+    transactions' cursor adds no request option (tested), so the same payout gives the same rows
+    whatever each stream's state. Each stream still observes and closes its own partitions in its own
+    cursor, so each keeps its own state.
+
+    Single-flight, as OrderStore: a stream that comes while another reads the partition waits for that
+    read, which makes requests and nothing else (no batch is yielded while it lasts), so every wait
+    ends; a read that fails is forgotten, and the next stream reads the partition itself. An entry is
+    dropped once all three streams took it; the oldest entries go beyond `capacity_rows` (a stream not
+    selected never takes its share; a stream that falls that far behind reads the partition again).
+    """
+
+    EVERY_READER = 7
+
+    def __init__(self, capacity_rows: int = 32_768) -> None:
+        self._capacity_rows = capacity_rows
+        self._lock = threading.Lock()
+        self._entries: "OrderedDict[Any, List[Any]]" = OrderedDict()  # key -> [rows, firsts, readers]
+        self._rows = 0
+        self._reading: Dict[Any, threading.Event] = {}
+        self.reads = 0  # partitions read here (not taken from an entry), for tests
+
+    def _take(self, key: Any, reader: int) -> Any:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                entry[2] |= reader
+                if entry[2] == self.EVERY_READER:
+                    del self._entries[key]
+                    self._rows -= len(entry[0])
+                return entry[0], entry[1]
+            reading = self._reading.get(key)
+            if reading is not None:
+                return reading
+            self._reading[key] = threading.Event()
+            return None
+
+    def rows_of(self, key: Any, reader: int, read: Callable[[], Tuple[List[Any], List[Any]]]) -> Tuple[List[Any], List[Any]]:
+        """The (rows, firsts) of the partition under `key`: another stream's read, or `read()`."""
+        while True:
+            got = self._take(key, reader)
+            if isinstance(got, threading.Event):
+                got.wait()  # set when that read ends, read or failed
+                continue
+            if got is not None:
+                return got
+            read_rows: Optional[Tuple[List[Any], List[Any]]] = None
+            try:
+                read_rows = read()
+                self.reads += 1
+                return read_rows
+            finally:
+                with self._lock:
+                    if read_rows is not None:
+                        self._entries[key] = [read_rows[0], read_rows[1], reader]
+                        self._rows += len(read_rows[0])
+                        while self._rows > self._capacity_rows and len(self._entries) > 1:
+                            _, (dropped, _, _) = self._entries.popitem(last=False)
+                            self._rows -= len(dropped)
+                    self._reading.pop(key).set()
+
+
+SHARED_PARENT_ROWS = PerSync(SharedParentRows)
+
+
 @dataclass
 class OrderIdBatches(PartitionRouter):
     """The orders the parent's records (the transactions read in this sync) name, each once, in
@@ -1775,7 +1849,8 @@ class OrderIdBatches(PartitionRouter):
     match over the record, a third of the time of generating order partitions) and observes every
     parent record in the parent's cursor (a date parse each); here the fields are read directly and
     the cursor observes each payout_date once per parent partition (observing the same value again
-    changes nothing). The parent state a batch carries is taken when the batch is made: a parent
+    changes nothing), and what a payout's transactions give is read once for the three streams
+    (SharedParentRows). The parent state a batch carries is taken when the batch is made: a parent
     partition (a payout) counts as read only in the states of batches made after its last order was
     batched, so a sync that stops midway never skips an order.
 
@@ -1809,14 +1884,15 @@ class OrderIdBatches(PartitionRouter):
         self._made: Deque[str] = deque(maxlen=BatchesAhead.LIMIT * max(1, int(self.batch_size)))
         self._prefetching = True
 
-    def _extras(self, data: Mapping[str, Any]) -> Dict[str, Any]:
-        extras = {}
+    def _extras(self, data: Mapping[str, Any]) -> Tuple[Any, ...]:
+        """The values of the extra fields in `data`, in the order of `_extra_fields`."""
+        extras = []
         for path in self._extra_fields:
             value: Any = data
             for part in path:
                 value = value.get(part) if isinstance(value, Mapping) else None
-            extras[".".join(path)] = value
-        return extras
+            extras.append(value)
+        return tuple(extras)
 
     def _prefetch(self) -> bool:
         """Fetches one order of the newest batches made (see BatchesAhead); whether it did."""
@@ -1831,7 +1907,7 @@ class OrderIdBatches(PartitionRouter):
                 return False
         return False
 
-    def _batch(self, order_ids: List[str], extras: List[Dict[str, Any]]) -> StreamSlice:
+    def _batch(self, order_ids: List[str], extras: List[Tuple[Any, ...]]) -> StreamSlice:
         if self._stream:
             BATCHES_AHEAD.of(self.config).wait_to_make(self._stream, self._prefetch)
             self._made.extend(order_ids)
@@ -1840,36 +1916,79 @@ class OrderIdBatches(PartitionRouter):
         return StreamSlice(
             partition={"order_id": order_ids},
             cursor_slice={},
-            extra_fields={name: [extra[name] for extra in extras] for name in names},
+            extra_fields={name: [extra[index] for extra in extras] for index, name in enumerate(names)},
         )
 
+    def _read_rows(self, partition: Any) -> Tuple[List[Tuple[str, Tuple[Any, ...]]], List[Mapping[str, Any]]]:
+        """The partition's rows: (order id, its extra fields) for each order id, once, in the order
+        read; and the first record's data of each cursor value (what the parent's cursor observes)."""
+        cursor_key = self._cursor_key
+        rows: List[Tuple[str, Tuple[Any, ...]]] = []
+        firsts: List[Mapping[str, Any]] = []
+        values: Set[Any] = set()
+        named: Set[str] = set()
+        for record in partition.read():
+            data = record.data
+            carried = record.associated_slice.extra_fields if record.associated_slice is not None else None
+            if carried:
+                # The parent is read without its record transformations (the transaction key is
+                # of no use here, and costs a hash a row): the fields its partition carries (the
+                # payout's payout_date) come from there, as the transformation would set them.
+                for name in self._carried:
+                    if data.get(name) is None and carried.get(name) is not None:
+                        data[name] = carried[name]
+            value = data.get(cursor_key) if cursor_key else None
+            if value not in values:
+                firsts.append(data)
+                values.add(value)
+            order_id = data.get(self._key)
+            if order_id is None or order_id in named:
+                continue
+            named.add(order_id)
+            rows.append((order_id, self._extras(data)))
+        return rows, firsts
+
+    def _share_key(self, partition: Any) -> Optional[Tuple[Any, ...]]:
+        """What decides the partition's rows (see SharedParentRows); None: not to be shared (a
+        stream that is none of the three, a Connector Builder test read counting its records, a
+        slice that is not JSON)."""
+        reader = OrderStore.READERS.get(self._stream or "")
+        stream_slice = partition.to_slice() if hasattr(partition, "to_slice") else None
+        if not reader or stream_slice is None or getattr(partition, "_max_records_limit", None) is not None:
+            return None
+        try:
+            return (
+                self._parent.name, self._key, tuple(map(tuple, self._extra_fields)), self._cursor_key,
+                orjson.dumps(dict(stream_slice.partition), option=orjson.OPT_SORT_KEYS),
+                orjson.dumps(dict(stream_slice.extra_fields or {}), option=orjson.OPT_SORT_KEYS),
+            )
+        except TypeError:
+            return None
+
     def stream_slices(self) -> Iterable[StreamSlice]:
-        parent, cursor, cursor_key = self._parent, self._parent.cursor, self._cursor_key
+        parent, cursor = self._parent, self._parent.cursor
         seen: Set[str] = set()
         order_ids: List[str] = []
-        extras: List[Dict[str, Any]] = []
+        extras: List[Tuple[Any, ...]] = []
         for partition in parent.generate_partitions():
-            observed: Set[Any] = set()
-            for record in partition.read():
-                data = record.data
-                carried = record.associated_slice.extra_fields if record.associated_slice is not None else None
-                if carried:
-                    # The parent is read without its record transformations (the transaction key is
-                    # of no use here, and costs a hash a row): the fields its partition carries (the
-                    # payout's payout_date) come from there, as the transformation would set them.
-                    for name in self._carried:
-                        if data.get(name) is None and carried.get(name) is not None:
-                            data[name] = carried[name]
-                value = data.get(cursor_key) if cursor_key else None
-                if value is None or value not in observed:
-                    cursor.observe(record)
-                    observed.add(value)
-                order_id = data.get(self._key)
-                if order_id is None or order_id in seen:
+            key = self._share_key(partition)
+            if key is None:
+                rows, firsts = self._read_rows(partition)
+            else:
+                rows, firsts = SHARED_PARENT_ROWS.of(self.config).rows_of(
+                    key, OrderStore.READERS[self._stream], lambda: self._read_rows(partition)
+                )
+            # Observing one record of each cursor value is observing them all (the cursor keeps the
+            # greatest value per slice), a date parse each instead of one per row.
+            associated = partition.to_slice() if hasattr(partition, "to_slice") else None
+            for data in firsts:
+                cursor.observe(Record(data=data, stream_name=parent.name, associated_slice=associated))
+            for order_id, extra in rows:
+                if order_id in seen:
                     continue
                 seen.add(order_id)
                 order_ids.append(order_id)
-                extras.append(self._extras(data))
+                extras.append(extra)
                 if len(order_ids) >= self.batch_size:
                     yield self._batch(order_ids, extras)
                     order_ids, extras = [], []

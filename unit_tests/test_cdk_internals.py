@@ -7,6 +7,7 @@ loudly when a CDK release changes it. Run these first after moving to a newer CD
 | `HttpRequester._http_client` is an `HttpClient` with `_session` (its `auth` the requester's authenticator), `_logger` and `_request_timeout`; `HttpRequester._get_url` and `_request_headers`/`_params`/`_body_json`/`_body_data`; `HttpClient.send_request` sends with the session's environment settings and the timeout, and `HttpClient._send` through `self._session.send` | `DirectOrderRequests` (orders without the client's per-request work; anything else replayed into the client) | `test_direct_order_requests.py`: `test_the_manifests_order_requester_gets_direct_requests`, `test_a_direct_request_is_the_request_the_cdks_client_sends`, `test_what_is_not_an_order_is_the_cdks_first_attempt_and_its_retry_the_second_request` |
 | a CDK cursor object has `observe` and `cursor_field.cursor_field_key`, on `DefaultStream.cursor` | `cdk_patches.observe_each_cursor_value_once` | `test_the_streams_cursors_have_what_the_observe_patch_replaces` |
 | a `ParentStreamConfig.stream` is a `DefaultStream`: `generate_partitions()`, each partition's `read()`, and its cursor's `observe`, `close_partition`, `ensure_at_least_one_state_emitted` | `OrderIdBatches` (reads the transactions as the CDK's SubstreamPartitionRouter does) | `test_a_parent_stream_is_read_the_way_order_id_batches_reads_it` |
+| a `DeclarativePartition` keeps a test read's record limit in `_max_records_limit` (None in a sync) | `OrderIdBatches._share_key` (a Connector Builder test read counts its parent's records, so it reads them itself) | `test_a_partition_keeps_a_test_reads_record_limit_where_order_id_batches_looks_for_it` |
 | the CDK keeps extra keys in a sequential cursor's state, and commits a parent state only after every earlier partition closed | `UnreadPayoutsPartitionRouter` (`payouts_read`) | `mock_server/test_transactions.py` (the list in the state), `integration_tests/test_resilience_faults.py` (a failed payout is not listed) |
 | the CDK builds the order streams' parent state as `parent_state[<parent>]` before routers run | `NestedParentStateMigration` | `integration_tests/test_orders_exact.py` (a 1.1.0 state goes on) |
 | the factory imports a `class_name` of `source_declarative_manifest.components.<Class>` from `sys.modules` | the manifest's names; `source_klarna/__init__.py` registers the module | `test_the_manifests_component_names_resolve_to_this_packages_classes` |
@@ -23,6 +24,7 @@ import requests
 from airbyte_cdk.entrypoint import AirbyteEntrypoint
 from airbyte_cdk.exception_handler import generate_failed_streams_error_message
 from airbyte_cdk.sources.declarative.parsers.model_to_component_factory import ModelToComponentFactory
+from airbyte_cdk.sources.declarative.stream_slicers.declarative_partition_generator import DeclarativePartition
 from airbyte_cdk.sources.streams.http.error_handlers import HttpStatusErrorHandler
 from airbyte_cdk.sources.streams.http.http_client import HttpClient
 from airbyte_cdk.utils.airbyte_secrets_utils import filter_secrets
@@ -90,6 +92,18 @@ def test_a_parent_stream_is_read_the_way_order_id_batches_reads_it(requests_mock
 
     assert [record.data["order_id"] for record in records] == ["o1"]
     assert records[0].associated_slice.extra_fields.get("payout_date") == "2024-02-01T06:00:00Z"
+
+
+def test_a_partition_keeps_a_test_reads_record_limit_where_order_id_batches_looks_for_it(requests_mock):
+    klarna = KlarnaMock(requests_mock)
+    klarna.serve_payouts([rb.payout("A", "2024-02-01T06:00:00Z")])
+    config = ConfigBuilder().build()
+    transactions = {stream.name: stream for stream in SourceKlarna(config=config).streams(config)}["transactions"]
+
+    (partition,) = transactions.generate_partitions()
+
+    assert partition._max_records_limit is None
+    assert "self._max_records_limit = max_records_limit" in inspect.getsource(DeclarativePartition.__init__)
 
 
 def test_the_manifests_component_names_resolve_to_this_packages_classes():

@@ -57,8 +57,12 @@ class FakeTransactions:
         yield from self.partitions
 
 
-def _batches(parent: FakeTransactions, batch_size: int = 3, nest_state_under: Optional[str] = None) -> OrderIdBatches:
-    config: Dict[str, Any] = {}
+def _batches(
+    parent: Any, batch_size: int = 3, nest_state_under: Optional[str] = None, config: Optional[Dict[str, Any]] = None,
+    items_field: Optional[str] = None,
+) -> OrderIdBatches:
+    """OrderIdBatches over `parent`, for the stream `items_field` (None: no stream of the three)."""
+    config = {} if config is None else config
     parent_config = ParentStreamConfig(
         stream=parent,
         parent_key="order_id",
@@ -69,7 +73,8 @@ def _batches(parent: FakeTransactions, batch_size: int = 3, nest_state_under: Op
         incremental_dependency=True,
     )
     router = SubstreamPartitionRouter(parent_stream_configs=[parent_config], config=config, parameters={})
-    return OrderIdBatches(underlying_partition_router=router, config=config, parameters={}, batch_size=batch_size, nest_state_under=nest_state_under)
+    parameters = {"items_field": items_field} if items_field else {}
+    return OrderIdBatches(underlying_partition_router=router, config=config, parameters=parameters, batch_size=batch_size, nest_state_under=nest_state_under)
 
 
 def test_each_order_once_in_batches_with_the_payout_date_of_the_payout_that_named_it_first():

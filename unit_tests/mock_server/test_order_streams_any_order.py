@@ -123,3 +123,40 @@ def test_with_one_or_two_workers_the_streams_run_one_after_another_and_still_req
     assert not output.errors
     assert Counter(klarna.order_requests()) == Counter(named)
     assert _ids(output)["orders"] == sorted(named - {"gone"})
+
+
+def _transactions_read(klarna) -> Counter:
+    from urllib.parse import parse_qs, urlsplit
+
+    return Counter(parse_qs(urlsplit(url).query)["payment_reference"][0] for url in klarna.urls("/settlements/v1/transactions"))
+
+
+@pytest.mark.parametrize("runtime", ["source-klarna", "stock"])
+def test_each_payouts_transactions_are_read_once_for_the_three_streams_whatever_state_each_starts_from(requests_mock, runtime):
+    from unit_tests.mock_server.reader import read_streams
+
+    sync = read_streams if runtime == "source-klarna" else _read_without_source_klarna
+    klarna, _, payouts, transactions = _account(requests_mock)
+    config = ConfigBuilder().with_fields(lookback_window_days=0).build()
+    first = sync(config, {"orders": SyncMode.incremental})
+    assert _transactions_read(klarna) == Counter({"A": 1, "B": 1})
+
+    requests_mock.get(klarna.requests.order_url("new"), json=rb.order("new", captures=[rb.capture("c-new")], refunds=[rb.refund("r-new")]))
+    payouts.append(rb.payout("C", "2024-03-01T06:00:00Z"))
+    transactions["C"] = rb.transactions_naming("C", "new", "a0")
+    requests_mock.reset_mock()
+    # orders goes on from its state (payout C only); captures and refunds start afresh (A, B and C).
+    second = sync(config, {name: SyncMode.incremental for name in ITEMS}, state_for({"orders": final_state(first, "orders")}))
+
+    assert not second.errors
+    assert _transactions_read(klarna) == Counter({"A": 1, "B": 1, "C": 1})
+    ids = _ids(second)
+    assert ids["orders"] == ["a0", "new"]
+    assert "c-new" in ids["captures"] and "c-a2-1" in ids["captures"]
+    assert ids["refunds"] == sorted(["r-new"] + [f"r-{o}" for i, o in enumerate([f"a{i}" for i in range(18)] + [f"b{i}" for i in range(12)]) if i % 4 == 0])
+    # Each stream's own state moved on to payout C, whichever stream read C's transactions.
+    for stream in ITEMS:
+        state = final_state(second, stream)
+        transactions_state = state["parent_state"]["transactions"] if stream == "orders" else state["parent_state"]["orders"]["parent_state"]["transactions"]
+        assert transactions_state["state"] == {"payout_date": "2024-03-01T06:00:00Z"}, stream
+        assert transactions_state["parent_state"]["payouts"]["payouts_read"] == {"C": "2024-03-01T06:00:00Z"}, stream
