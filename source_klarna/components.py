@@ -1784,22 +1784,19 @@ class SharedParentRows:
     selected never takes its share; a stream that falls that far behind reads the partition again).
     """
 
-    EVERY_READER = 7
-
     def __init__(self, capacity_rows: int = 32_768) -> None:
         self._capacity_rows = capacity_rows
         self._lock = threading.Lock()
         self._entries: "OrderedDict[Any, List[Any]]" = OrderedDict()  # key -> [rows, firsts, readers]
         self._rows = 0
         self._reading: Dict[Any, threading.Event] = {}
-        self.reads = 0  # partitions read here (not taken from an entry), for tests
 
     def _take(self, key: Any, reader: int) -> Any:
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None:
                 entry[2] |= reader
-                if entry[2] == self.EVERY_READER:
+                if entry[2] == OrderStore.EVERY_READER:
                     del self._entries[key]
                     self._rows -= len(entry[0])
                 return entry[0], entry[1]
@@ -1821,7 +1818,6 @@ class SharedParentRows:
             read_rows: Optional[Tuple[List[Any], List[Any]]] = None
             try:
                 read_rows = read()
-                self.reads += 1
                 return read_rows
             finally:
                 with self._lock:
@@ -1948,12 +1944,11 @@ class OrderIdBatches(PartitionRouter):
             rows.append((order_id, self._extras(data)))
         return rows, firsts
 
-    def _share_key(self, partition: Any) -> Optional[Tuple[Any, ...]]:
-        """What decides the partition's rows (see SharedParentRows); None: not to be shared (a
-        stream that is none of the three, a Connector Builder test read counting its records, a
-        slice that is not JSON)."""
+    def _share_key(self, partition: Any, stream_slice: Optional[StreamSlice]) -> Optional[Tuple[Any, ...]]:
+        """What decides the rows of the partition (whose slice is `stream_slice`; see
+        SharedParentRows); None: not to be shared (a stream that is none of the three, a Connector
+        Builder test read counting its records, a slice that is not JSON)."""
         reader = OrderStore.READERS.get(self._stream or "")
-        stream_slice = partition.to_slice() if hasattr(partition, "to_slice") else None
         if not reader or stream_slice is None or getattr(partition, "_max_records_limit", None) is not None:
             return None
         try:
@@ -1971,7 +1966,8 @@ class OrderIdBatches(PartitionRouter):
         order_ids: List[str] = []
         extras: List[Tuple[Any, ...]] = []
         for partition in parent.generate_partitions():
-            key = self._share_key(partition)
+            associated = partition.to_slice() if hasattr(partition, "to_slice") else None
+            key = self._share_key(partition, associated)
             if key is None:
                 rows, firsts = self._read_rows(partition)
             else:
@@ -1980,7 +1976,6 @@ class OrderIdBatches(PartitionRouter):
                 )
             # Observing one record of each cursor value is observing them all (the cursor keeps the
             # greatest value per slice), a date parse each instead of one per row.
-            associated = partition.to_slice() if hasattr(partition, "to_slice") else None
             for data in firsts:
                 cursor.observe(Record(data=data, stream_name=parent.name, associated_slice=associated))
             for order_id, extra in rows:
