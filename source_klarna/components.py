@@ -1768,8 +1768,8 @@ class SharedParentRows:
     """What `orders`, `captures` and `refunds` each take from a parent partition (a payout's
     transactions): the order ids it names, each once, with their extra fields, and the first record of
     each cursor value. Read by whichever of the three gets to the partition first, kept for the other
-    two, so a sync reads each payout's transactions once, not three times (a third of the three
-    streams' CPU went into those reads, and each made its own requests).
+    two, so a sync reads each payout's transactions once, not three times (py-spy put those three
+    reads at about a tenth of a sync's CPU at 12,000 orders, and each made its own requests).
 
     Keyed by what decides the partition's records: the parent's name, the fields read, and the
     partition's slice and extra fields (the payout's reference and date), not its cursor slice: the
