@@ -1,138 +1,74 @@
-"""The `source-klarna` console script: Airbyte's spec / check / discover / read."""
+"""The `source-klarna` command: manifest.yaml and components.py run the way Airbyte's stock
+manifest-only runtime runs them (`source-declarative-manifest` with a local manifest), for pip and
+PyAirbyte users. It adds no behaviour: every check, error and speed-up lives in the two files, so what
+this command does is what the registry's image, Airbyte Cloud and the Connector Builder do.
+"""
 
-from __future__ import annotations
-
-import base64
+import importlib.util
 import sys
+import traceback
+from pathlib import Path
 from typing import Any, List, Mapping, Optional
 
 import orjson
 
-from airbyte_cdk.entrypoint import PRINT_BUFFER, AirbyteEntrypoint
-from airbyte_cdk.models import (
-    AirbyteConnectionStatus,
-    FailureType,
-    AirbyteMessage,
-    AirbyteMessageSerializer,
-    Status,
-    Type,
-)
-from airbyte_cdk.utils.airbyte_secrets_utils import add_to_secrets, update_secrets
-from airbyte_cdk.utils.traced_exception import AirbyteTracedException
+from airbyte_cdk.entrypoint import AirbyteEntrypoint, launch
+from airbyte_cdk.models import AirbyteErrorTraceMessage, AirbyteMessage, AirbyteMessageSerializer, AirbyteTraceMessage, TraceType, Type
+from airbyte_cdk.sources.declarative.parsers.custom_code_compiler import SDM_COMPONENTS_MODULE_NAME
+from airbyte_cdk.sources.declarative.yaml_declarative_source import YamlDeclarativeSource
+from airbyte_cdk.utils.datetime_helpers import ab_datetime_now
 
-from source_klarna.config_checks import validate_config
-from source_klarna.credentials_probe import rejected_credentials_message
-from source_klarna.error_grouping import OneErrorPerCause
-from source_klarna.source import SourceKlarna, resolved_manifest, streams_and_cursor_formats
-from source_klarna.state_checks import read_state_file
+HERE = Path(__file__).resolve().parent
 
 
-def _print(message: AirbyteMessage) -> None:
-    sys.stdout.write(orjson.dumps(AirbyteMessageSerializer.dump(message)).decode() + "\n")
-    sys.stdout.flush()
+def connector_file(name: str) -> Path:
+    """manifest.yaml or components.py: packaged beside this module in the wheel, else the checkout's."""
+    packaged = HERE / name
+    return packaged if packaged.is_file() else HERE.parent / name
 
 
-def credential_secrets(config: Mapping[str, Any]) -> List[str]:
-    """The password and the Basic token (base64 of username:password) that a debug log of request
-    headers would show: the CDK masks only the password itself."""
-    username, password = config.get("username"), config.get("password")
-    if not (isinstance(username, str) and isinstance(password, str) and password):
-        return []
-    return [password, base64.b64encode(f"{username}:{password}".encode()).decode()]
+def register_components() -> Any:
+    """Loads components.py as the runtime does, under the name the manifest's class names use."""
+    module = sys.modules.get(SDM_COMPONENTS_MODULE_NAME)
+    if module is None or Path(getattr(module, "__file__", "")) != connector_file("components.py"):
+        spec = importlib.util.spec_from_file_location(SDM_COMPONENTS_MODULE_NAME, connector_file("components.py"))
+        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        sys.modules[SDM_COMPONENTS_MODULE_NAME] = module
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
 
 
-def hide_credentials(config: Mapping[str, Any]) -> None:
-    update_secrets(credential_secrets(config))
+class SourceKlarna(YamlDeclarativeSource):
+    """The declarative source of manifest.yaml, with components.py registered first."""
+
+    def __init__(self, catalog: Any = None, config: Optional[Mapping[str, Any]] = None, state: Any = None, config_path: Optional[str] = None) -> None:
+        register_components()
+        super().__init__(path_to_yaml=str(connector_file("manifest.yaml")), catalog=catalog, config=config, state=state, config_path=config_path)
 
 
-class KlarnaEntrypoint(AirbyteEntrypoint):
-    """Airbyte's entrypoint, with the Basic token masked too.
-
-    The CDK resets its secret list from the spec's `airbyte_secret` fields once it has the config,
-    which would drop the token registered before; this adds it back at that point."""
-
-    @staticmethod
-    def set_up_secret_filter(config: Any, connection_specification: Mapping[str, Any]) -> None:
-        AirbyteEntrypoint.set_up_secret_filter(config, connection_specification)
-        for secret in credential_secrets(config):
-            add_to_secrets(secret)
-
-
-def launch(source: SourceKlarna, args: List[str]) -> None:
-    """airbyte_cdk.entrypoint.launch, through KlarnaEntrypoint, with one error per cause."""
-    entrypoint = KlarnaEntrypoint(source)
-    parsed_args = entrypoint.parse_args(args)
-    grouping = OneErrorPerCause(lambda message: print(f"{message}\n", end=""))
+def source_from_args(args: List[str]) -> SourceKlarna:
+    """The source for a command line, as the runtime builds it: a config, catalog or state it cannot
+    read ends in the runtime's error trace."""
     try:
-        with PRINT_BUFFER:
-            try:
-                for message in entrypoint.run(parsed_args):
-                    grouping.feed(message)
-            finally:
-                grouping.flush()
-    except AirbyteTracedException as error:
-        # The CDK ends a read whose streams failed with one more error that repeats every partition's
-        # exception (36 lines for 36 failed months), logged with a traceback. Each stream's error has
-        # been reported above, once per cause: that is the whole story, so the sync just ends.
-        if not grouping.reported or not (error.message or "").startswith(FAILED_STREAMS):
-            raise
-        sys.exit(1)
-
-
-FAILED_STREAMS = "During the sync, the following streams did not sync successfully: "
-
-
-def _config_error_exit(command: str, error: AirbyteTracedException) -> None:
-    """`check` answers a config error with a FAILED status (exit 0, as Airbyte expects); the other
-    commands with an error trace and a non-zero exit."""
-    if command == "check":
-        _print(
-            AirbyteMessage(
-                type=Type.CONNECTION_STATUS,
-                connectionStatus=AirbyteConnectionStatus(status=Status.FAILED, message=error.message),
-            )
+        parsed = AirbyteEntrypoint.parse_args(args)
+        config = SourceKlarna.read_config(parsed.config) if getattr(parsed, "config", None) else None
+        catalog = SourceKlarna.read_catalog(parsed.catalog) if getattr(parsed, "catalog", None) else None
+        state = SourceKlarna.read_state(parsed.state) if getattr(parsed, "state", None) else []
+        return SourceKlarna(catalog=catalog, config=config, state=state, config_path=getattr(parsed, "config", None))
+    except Exception as error:
+        trace = AirbyteTraceMessage(
+            type=TraceType.ERROR,
+            emitted_at=ab_datetime_now().to_epoch_millis(),
+            error=AirbyteErrorTraceMessage(
+                message="Error starting the sync. This could be due to an invalid configuration or catalog. "
+                f"Please contact Support for assistance. Error: {error}",
+                stack_trace=traceback.format_exc(),
+            ),
         )
-        sys.exit(0)
-    _print(error.as_airbyte_message())
-    sys.exit(1)
-
-
-# How long a thread may hold the GIL before CPython makes it hand over (the default is 5 ms). Our
-# worker threads are CPU-bound between requests (decoding pages, building records) and the per-record
-# cursor parse goes through `_strptime`, which takes a module-level lock: at 5 ms eight workers on two
-# cores spend more time handing the GIL and that lock around than working (a read of 100k rows took
-# twice the CPU at concurrency 8 than at 1). At 50 ms the handovers that remain are the ones a thread
-# makes itself when it waits on the network, so I/O concurrency is untouched (measured in bench/).
-GIL_SWITCH_INTERVAL_SECONDS = 0.05
+        print(orjson.dumps(AirbyteMessageSerializer.dump(AirbyteMessage(type=Type.TRACE, trace=trace))).decode())
+        raise
 
 
 def run(args: Optional[List[str]] = None) -> None:
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
     args = list(sys.argv[1:] if args is None else args)
-    command = args[0] if args else ""
-    config_path = AirbyteEntrypoint.extract_config(args)
-    config = None
-    if config_path:
-        config = SourceKlarna.read_config(config_path)
-        hide_credentials(config)
-        try:
-            validate_config(config)
-        except AirbyteTracedException as error:
-            _config_error_exit(command, error)
-    catalog_path = AirbyteEntrypoint.extract_catalog(args)
-    state_path = AirbyteEntrypoint.extract_state(args)
-    if state_path:
-        try:
-            read_state_file(state_path, *streams_and_cursor_formats(resolved_manifest()))
-        except AirbyteTracedException as error:
-            _config_error_exit(command, error)
-    source = SourceKlarna(
-        catalog=SourceKlarna.read_catalog(catalog_path) if catalog_path else None,
-        config=config,
-        state=SourceKlarna.read_state(state_path) if state_path else None,
-    )
-    if command == "read" and config is not None:
-        rejected = rejected_credentials_message(source.resolved_manifest, config)
-        if rejected:
-            _config_error_exit(command, AirbyteTracedException(message=rejected, internal_message=rejected, failure_type=FailureType.config_error))
-    launch(source, args)
+    launch(source_from_args(args), args)
