@@ -1,37 +1,24 @@
-# The connector's image, built as Airbyte builds a Python connector (the template
-# docker-images/Dockerfile.python-connector of the Airbyte repository): the package installed into
-# the base image's Python, the code in /airbyte/integration_code, `source-klarna` as the entry point,
-# run as the base image's `airbyte` user. Build it with `make image`, which passes BASE_IMAGE
-# (metadata.yaml's connectorBuildOptions.baseImage unless overridden) and CONNECTOR_VERSION
-# (metadata.yaml's dockerImageTag).
+# The connector's image, built as Airbyte builds a manifest-only connector (airbyte-ci's
+# build_image/steps/manifest_only_connectors.py): metadata.yaml's connectorBuildOptions.baseImage, the
+# stock airbyte/source-declarative-manifest (SDM) image at manifest.yaml's `version:`, with manifest.yaml
+# and components.py in /airbyte/integration_code/source_declarative_manifest/, owned by the base
+# image's user, and the SDM's entry point. Nothing is installed: the SDM's own main.py finds the
+# manifest there and imports `source_declarative_manifest.components` from the same folder.
 #
-# The build needs no network: every package comes from build/wheelhouse (`make wheelhouse`: the
-# connector's wheel and its dependencies at the versions constraints.txt pins).
+# Build it with `make image`, which passes BASE_IMAGE (metadata.yaml's baseImage unless overridden,
+# e.g. by the stand-in scripts/build_base_image.sh makes) and CONNECTOR_VERSION (metadata.yaml's
+# dockerImageTag). The build runs nothing and needs no network.
 ARG BASE_IMAGE
 
-FROM ${BASE_IMAGE} AS builder
-ARG CONNECTOR_VERSION
-WORKDIR /airbyte/integration_code
-COPY build/wheelhouse/ ./wheelhouse/
-COPY constraints.txt main.py manifest.yaml metadata.yaml ./
-RUN test -n "${CONNECTOR_VERSION}" \
-    && python -m pip install --no-cache-dir --no-index --find-links ./wheelhouse --constraint constraints.txt \
-        "source-klarna==${CONNECTOR_VERSION}" \
-    && mv "wheelhouse/source_klarna-${CONNECTOR_VERSION}-py3-none-any.whl" . \
-    && rm -rf wheelhouse \
-    && printf '#!/bin/sh\nexec source-klarna "$@"\n' > entrypoint.sh \
-    && chmod 755 entrypoint.sh
-
-# Only what the connector runs: the packages pip put into /usr/local and the code, not the wheelhouse.
-# The settings come before the files: on Docker's classic builder each instruction copies the whole
-# file system once more, which on the `vfs` storage driver costs seconds per hundred MB.
 FROM ${BASE_IMAGE}
 ARG CONNECTOR_VERSION
-WORKDIR /airbyte/integration_code
 LABEL io.airbyte.name=airbyte/source-klarna \
       io.airbyte.version=${CONNECTOR_VERSION}
-ENV AIRBYTE_ENTRYPOINT=/airbyte/integration_code/entrypoint.sh
-ENTRYPOINT ["/airbyte/integration_code/entrypoint.sh"]
-USER airbyte
-COPY --from=builder /usr/local /usr/local
-COPY --from=builder /airbyte/integration_code ./
+# As airbyte-ci: the base's working directory (/airbyte/integration_code) and user (airbyte) stay, the
+# entry point is set again, the SDM's main.py. (airbyte-ci's newest wraps it in `ddtrace-run`, which
+# needs ddtrace in the base image: airbyte-cdk's packages do not include it, so neither does this.)
+# Few instructions: on Docker's classic builder each one copies the whole file system once more on
+# the `vfs` storage driver.
+ENV AIRBYTE_ENTRYPOINT="python /airbyte/integration_code/main.py"
+ENTRYPOINT ["python", "/airbyte/integration_code/main.py"]
+COPY --chown=airbyte:airbyte manifest.yaml components.py /airbyte/integration_code/source_declarative_manifest/

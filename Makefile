@@ -12,13 +12,15 @@ SOURCES := pyproject.toml manifest.yaml README.md constraints.txt $(wildcard sou
 # Docker image run the same versions. `make constraints` regenerates it.
 CONSTRAINTS := --constraint constraints.txt
 
-# The Docker image: `make image` builds $(IMAGE) on metadata.yaml's base image, or on BASE_IMAGE=...
-# Where Docker Hub is out of reach, BASE_IMAGE=$(STANDIN_BASE_IMAGE) builds on a stand-in made from
-# Debian's packages (scripts/build_base_image.sh; built first if missing).
+# The Docker image: `make image` builds $(IMAGE) as Airbyte builds a manifest-only connector, on
+# metadata.yaml's base image (airbyte/source-declarative-manifest), or on BASE_IMAGE=... Where Docker
+# Hub is out of reach, BASE_IMAGE=$(STANDIN_BASE_IMAGE) builds on a stand-in of that image made from
+# Debian's packages and the wheelhouse (scripts/build_base_image.sh; built first if missing).
 IMAGE ?= airbyte/source-klarna:dev
 METADATA_BASE_IMAGE := $(shell sed -n 's/^ *baseImage: *//p' metadata.yaml)
 BASE_IMAGE ?= $(METADATA_BASE_IMAGE)
-STANDIN_BASE_IMAGE := source-klarna/python-connector-base:bookworm-standin
+CDK_VERSION := $(shell sed -n 's/^version: *//p' manifest.yaml)
+STANDIN_BASE_IMAGE := source-klarna/source-declarative-manifest:$(CDK_VERSION)-standin
 CONNECTOR_VERSION := $(shell sed -n 's/^ *dockerImageTag: *//p' metadata.yaml)
 WHEELHOUSE := build/wheelhouse
 DOCKER ?= docker
@@ -57,8 +59,8 @@ demo: install
 test: install manifest-only $(MANIFEST_ONLY_VENV)/.installed
 	$(BIN)/pytest -q
 
-## The manifest-only form, build/manifest-only/{manifest.yaml,components.py,metadata.yaml}: the repository's
-## files are already in that form, so this copies them and writes the manifest-only metadata.
+## The manifest-only form, build/manifest-only/{manifest.yaml,components.py,metadata.yaml}: the root's
+## files as they are (they are that form), after checking what the stock runtime needs of components.py.
 manifest-only: install
 	$(BIN)/python -m scripts.manifest_only
 
@@ -93,20 +95,23 @@ bench-rate-limit: install
 constraints:
 	PYTHON=$(PYTHON) scripts/update_constraints.sh
 
-## The connector's wheel and its pinned dependencies, as wheels: all the image build installs.
-$(WHEELHOUSE)/.built: $(BIN)/.installed
+## airbyte-cdk at manifest.yaml's `version:` and its dependencies, as wheels pinned by constraints.txt:
+## what the stand-in base image installs (its build has no package index).
+$(WHEELHOUSE)/.built: constraints.txt manifest.yaml
 	rm -rf $(WHEELHOUSE)
-	$(BIN)/python -m pip wheel -q --wheel-dir $(WHEELHOUSE) $(CONSTRAINTS) "$$(ls dist/*.whl)"
+	$(PYTHON) -m pip wheel -q --wheel-dir $(WHEELHOUSE) $(CONSTRAINTS) "airbyte-cdk==$(CDK_VERSION)"
 	touch $@
 
 wheelhouse: $(WHEELHOUSE)/.built
 
-## The stand-in base image (Debian's Python 3.11, user airbyte): needs root, debootstrap and Docker.
-base-image:
-	scripts/build_base_image.sh $(STANDIN_BASE_IMAGE)
+## The stand-in SDM base image (Debian's Python 3.11, airbyte-cdk from the wheelhouse, user airbyte):
+## needs root, debootstrap and Docker.
+base-image: $(WHEELHOUSE)/.built
+	scripts/build_base_image.sh $(STANDIN_BASE_IMAGE) $(WHEELHOUSE) $(CDK_VERSION)
 
-## The connector's Docker image, $(IMAGE); the build has no network (--network none).
-image: $(WHEELHOUSE)/.built
+## The connector's Docker image, $(IMAGE): the base plus manifest.yaml and components.py; the build
+## has no network (--network none).
+image:
 	@if [ "$(BASE_IMAGE)" = "$(STANDIN_BASE_IMAGE)" ] && ! $(DOCKER) image inspect $(BASE_IMAGE) > /dev/null 2>&1; then \
 		$(MAKE) --no-print-directory base-image; fi
 	DOCKER_BUILDKIT=$(BUILDKIT) $(DOCKER) build --network none --build-arg BASE_IMAGE=$(BASE_IMAGE) \

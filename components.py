@@ -6,7 +6,7 @@ imports only the standard library and the CDK (and what the CDK brings: requests
 public APIs only, and has no `from __future__ import annotations` (the runtime exec()s its text).
 
 Answers and pages: `parsed_body`, `KlarnaItemsExtractor`, `KlarnaOffsetPagination`.
-Errors: `KlarnaErrorHandler` (what a response filter cannot judge), `SyncFailures`.
+Errors: `KlarnaErrorHandler` (what a response filter cannot judge).
 Requests: `PacedBasicHttpAuthenticator` (Basic auth paced to the merchant's rate limit by
 `RateLimitPacer`, the token masked, config mistakes and a failing first request in one sentence).
 Transactions: `TransactionKeyAndPayout`, `UnreadPayoutsPartitionRouter`. Payouts: `EachKeyOncePerSync`.
@@ -23,14 +23,15 @@ import queue
 import socket
 import ssl
 import sys
+import tempfile
 import threading
 import time
 import weakref
 import zlib
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import InitVar, dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Deque, Dict, Generic, Iterable, List, Mapping, MutableMapping, Optional, Sequence, Set, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, Generic, Iterable, List, Mapping, MutableMapping, Optional, Sequence, Set, Tuple, TypeVar, Union
 from urllib.parse import parse_qs, quote, urljoin, urlparse, urlsplit
 
 import orjson
@@ -238,15 +239,9 @@ class KlarnaOffsetPagination(PaginationStrategy):
     def initial_token(self) -> Optional[Any]:
         return None
 
-    def next_page_token(
-        self,
-        response: requests.Response,
-        last_page_size: int,
-        last_record: Optional[Any],
-        last_page_token_value: Optional[Any] = None,
-        page_size_override: Optional[int] = None,
-        stream_slice: Optional[StreamSlice] = None,
-    ) -> Optional[Any]:
+    def next_page_token(self, response: requests.Response, last_page_size: int, last_record: Optional[Any],
+            last_page_token_value: Optional[Any] = None, page_size_override: Optional[int] = None, stream_slice:
+            Optional[StreamSlice] = None) -> Optional[Any]:
         body = parsed_body(response)
         pagination = body.get("pagination") if isinstance(body, dict) else None
         pagination = pagination if isinstance(pagination, dict) else {}
@@ -321,15 +316,6 @@ def deterministic_transport_failure(exception: BaseException, url: str, config: 
     return None
 
 
-def endpoint_of(url: str) -> str:
-    """scheme://host/path of a request, with an order's id replaced (one endpoint for every order)."""
-    parts = urlsplit(url)
-    path = parts.path
-    if "/ordermanagement/v1/orders/" in path:
-        path = path[: path.index("/ordermanagement/v1/orders/")] + "/ordermanagement/v1/orders/{order_id}"
-    return f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}{path}"
-
-
 def foreign_page_message(response: requests.Response, url: str, what: str, times: str) -> Optional[str]:
     """The sentence for a 2xx that is not JSON and not labelled JSON (an HTML page from a proxy, a captive
     portal or a firewall), or None."""
@@ -344,69 +330,22 @@ def foreign_page_message(response: requests.Response, url: str, what: str, times
     )
 
 
-class SyncFailures:
-    """What one sync has learnt that asking again will not change, so it stops asking.
-
-    An answer that will not change (a 404 or 400 from a settlements endpoint, rejected credentials, a
-    host that does not resolve, a refused certificate, a non-Klarna answer that repeats) fails the
-    partition that met it; every other partition of that endpoint (or, for the host's failures, of the
-    host) would meet it again: one request per payout window or summary month, and for a repeating
-    non-Klarna answer two backoffs each. `PacedBasicHttpAuthenticator` consults this before each
-    request and fails it at once with the same error. Also counts, per URL, the non-Klarna 2xx answers
-    in a row (bounded: a URL is forgotten once it answers properly)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._failed: Dict[str, ErrorResolution] = {}
-        self._foreign: Dict[str, int] = {}
-
-    @staticmethod
-    def _host_of(url: str) -> str:
-        parts = urlsplit(url)
-        return f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}"
-
-    def failure_for(self, url: str) -> Optional[ErrorResolution]:
-        if not self._failed:
-            return None
-        with self._lock:
-            return self._failed.get(self._host_of(url)) or self._failed.get(endpoint_of(url))
-
-    def remember(self, url: str, resolution: ErrorResolution, whole_host: bool = False) -> None:
-        with self._lock:
-            self._failed.setdefault(self._host_of(url) if whole_host else endpoint_of(url), resolution)
-
-    def foreign_answer(self, url: str) -> int:
-        """Counts one more non-Klarna answer from `url`; returns how many came in a row."""
-        with self._lock:
-            count = self._foreign[url] = self._foreign.get(url, 0) + 1
-            return count
-
-    def proper_answer(self, url: str) -> None:
-        if self._foreign:
-            with self._lock:
-                self._foreign.pop(url, None)
-
-
-SYNC_FAILURES = PerSync(SyncFailures)
-
-
 @dataclass
 class KlarnaErrorHandler(DefaultErrorHandler):
     """The manifest's DefaultErrorHandler (its filters, retries and backoff), plus what a filter can only
-    judge slowly or not at all:
+    judge slowly (a Jinja predicate parsing every page a second time) or not at all:
 
     - A 2xx that is not what the endpoint answers (`expect`: a page of `parameters.items_field`, the
-      summaries' list, or an order; see `answer_problem`) is retried, and fails the sync naming the URL
-      on its third time in a row: stopping there would be a silent partial sync, and waiting through
-      six backoffs for an answer that will not change (an HTML page from a proxy or captive portal)
-      only delays the error. An answer that is not JSON at all is a config error (something other than
-      Klarna answers); JSON of the wrong shape a system error to report.
+      summaries' list, or an order; see `answer_problem`) is retried, and fails naming the URL on its
+      third time in a row for that URL: stopping there would be a silent partial sync, and waiting
+      through six backoffs for an answer that will not change (an HTML page from a proxy or captive
+      portal) only delays the error. Not JSON at all is a config error (something other than Klarna
+      answers); JSON of the wrong shape a system error to report.
     - A 400 about the page size or offset is the connector's fault, not the user's: a system error
       that asks to report it, instead of the config error "check start_date" other 400s get.
     - A host that does not resolve and a TLS certificate this machine refuses fail at once, as config
-      errors naming the host and the fix, instead of being retried like a reset connection.
-    - Every failure that will not change is remembered for the sync (`SyncFailures`), so the other
-      partitions of that endpoint fail at once, with the same error, without a request.
+      errors naming the host and the fix, instead of being retried like a reset connection; a reset, a
+      cut body or a timeout keeps the retries, worded with the URL (the CDK's names only the exception).
     """
 
     expect: str = "page"
@@ -417,6 +356,8 @@ class KlarnaErrorHandler(DefaultErrorHandler):
     def __post_init__(self, parameters: Mapping[str, Any]) -> None:
         super().__post_init__(parameters or {})
         self._items_field = self.items_field or (parameters or {}).get("items_field")
+        self._foreign: Dict[str, int] = {}  # URL -> non-Klarna answers in a row
+        self._lock = threading.Lock()
 
     def interpret_response(self, response_or_exception: Optional[Union[requests.Response, Exception]]) -> ErrorResolution:
         if isinstance(response_or_exception, requests.RequestException):
@@ -426,64 +367,43 @@ class KlarnaErrorHandler(DefaultErrorHandler):
             url = str(response.url or "").split("?", 1)[0]
             if 200 <= response.status_code < 300:
                 problem = answer_problem(parsed_body(response), self.expect, self._items_field, _requested_page_size(response))
+                with self._lock:  # counted per URL: the CDK retries a request with the same URL
+                    times = self._foreign.get(str(response.url), 0) + 1 if problem else 0
+                    if times:
+                        self._foreign[str(response.url)] = times
+                    else:
+                        self._foreign.pop(str(response.url), None)
                 if problem:
-                    return self._foreign_answer(response, url, problem)
-                SYNC_FAILURES.of(self.config).proper_answer(str(response.url))
+                    return self._foreign_answer(response, url, problem, times)
             reasons = _paging_refused(response)
             if reasons:
-                body = parsed_body(response)
-                return self._remembered(url, ErrorResolution(
-                    response_action=ResponseAction.FAIL,
-                    failure_type=FailureType.system_error,
-                    error_message=f"Klarna refused the page size or offset the connector asked {url} for (HTTP 400): "
-                    f"{reasons} (correlation_id {body.get('correlation_id')}). No setting fixes this: report it "
+                return ErrorResolution(
+                    ResponseAction.FAIL, FailureType.system_error,
+                    f"Klarna refused the page size or offset the connector asked {url} for (HTTP 400): {reasons} "
+                    f"(correlation_id {parsed_body(response).get('correlation_id')}). No setting fixes this: report it "
                     "to the connector's maintainers with this correlation_id.",
-                ))
-        resolution = super().interpret_response(response_or_exception)
-        if isinstance(response_or_exception, requests.Response):
-            url = str(response_or_exception.url or "").split("?", 1)[0]
-            if resolution.response_action == ResponseAction.FAIL:
-                return self._remembered(url, resolution)
-        return resolution
+                )
+        return super().interpret_response(response_or_exception)
 
-    def _remembered(self, url: str, resolution: ErrorResolution, whole_host: bool = False) -> ErrorResolution:
-        SYNC_FAILURES.of(self.config).remember(url, resolution, whole_host)
-        return resolution
-
-    def _foreign_answer(self, response: requests.Response, url: str, problem: str) -> ErrorResolution:
-        """A 2xx that is not Klarna's answer: retried, then a failure on its third time in a row."""
-        times = SYNC_FAILURES.of(self.config).foreign_answer(str(response.url))
+    def _foreign_answer(self, response: requests.Response, url: str, problem: str, times: int) -> ErrorResolution:
         what = EXPECTED_ANSWERS[self.expect].format(items=self._items_field)
         page = foreign_page_message(response, url, what, f"{times} times in a row")
-        resolution = ErrorResolution(
-            response_action=ResponseAction.RETRY,
-            failure_type=FailureType.config_error if page else FailureType.system_error,
-            error_message=page or f"Klarna's answer to {url} was not {what} ({problem}), {times} times in a row. If base_url_override "
-            "is set, check that it points at Klarna's (or Kustom's) API; otherwise report it to the connector's "
-            "maintainers with this URL.",
+        message = page or (
+            f"Klarna's answer to {url} was not {what} ({problem}), {times} times in a row. If base_url_override is set, "
+            "check that it points at Klarna's (or Kustom's) API; otherwise report it to the connector's maintainers with this URL."
         )
-        if times < self.FOREIGN_ANSWERS_BEFORE_FAILING:
-            return resolution
-        return self._remembered(url, ErrorResolution(ResponseAction.FAIL, resolution.failure_type, resolution.error_message))
-
-    def _endpoint(self) -> str:
-        if self.expect == "page":
-            return f"/settlements/v1/{self._items_field}"
-        return {"list": "/settlements/v1/payouts/summary", "order": "/ordermanagement/v1/orders/{order_id}"}[self.expect]
+        action = ResponseAction.RETRY if times < self.FOREIGN_ANSWERS_BEFORE_FAILING else ResponseAction.FAIL
+        return ErrorResolution(action, FailureType.config_error if page else FailureType.system_error, message)
 
     def _transport_failure(self, exception: requests.RequestException) -> ErrorResolution:
-        """No answer at all. A host that does not resolve or a refused certificate fails at once (a
-        config error, remembered for the whole host); a reset, a cut body or a timeout keeps the CDK's
-        retries, worded with the URL: the CDK's own message names only the exception, and after the last
-        retry the user would not know which of Klarna's endpoints failed."""
-        request = getattr(exception, "request", None)
-        full_url = str(getattr(request, "url", "") or "")
         # A body cut short fails while requests reads it, before it attaches the request: then the
         # endpoint this handler serves is named instead.
-        url = full_url.split("?", 1)[0] or self._endpoint()
-        deterministic = deterministic_transport_failure(exception, url, self.config)
-        if deterministic and full_url:
-            return self._remembered(full_url, ErrorResolution(ResponseAction.FAIL, FailureType.config_error, deterministic), whole_host=True)
+        full_url = str(getattr(getattr(exception, "request", None), "url", "") or "")
+        url = full_url.split("?", 1)[0] or {"page": f"/settlements/v1/{self._items_field}", "list": "/settlements/v1/payouts/summary"}.get(
+            self.expect, "/ordermanagement/v1/orders/{order_id}")
+        deterministic = deterministic_transport_failure(exception, url, self.config) if full_url else None
+        if deterministic:
+            return ErrorResolution(ResponseAction.FAIL, FailureType.config_error, deterministic)
         resolution = super().interpret_response(exception)
         return ErrorResolution(
             response_action=resolution.response_action,
@@ -523,46 +443,33 @@ def _window_seconds(response: requests.Response) -> Optional[float]:
 
 class RateLimitPacer:
     """Spends a Klarna merchant's rate limit politely: at most `cap` requests/s, and no more than the
-    share of the limit the merchant's other traffic leaves, less a reserve.
+    merchant's other traffic leaves, less a reserve, however Klarna counts.
 
-    Klarna counts its limit per merchant, not per credential (the merchant's checkout, captures and
-    refunds share it), and once the merchant is over it every one of its requests gets 429 until the
-    window resets. So 429s are not how to find the limit. Every answer says where the merchant stands:
-    `X-Ratelimit-Limit: 200, 200;w=1` (L requests per window of w seconds), `X-Ratelimit-Remaining`
-    (R left in the current window) and `X-Ratelimit-Reset` (seconds to the window's end). From these:
-
-    - the others' rate: between two answers of one window, Remaining fell by the requests of both; less
-      the connector's own requests counted in between (those sent or those answered in between,
-      whichever are more), over the time between, is the others' rate. A window
-      begins where Remaining rises (by more than the requests in flight, which may be counted out of
-      order). The highest of the estimates of the current window (once watched for a tenth of its
-      length) and of the two before is used: a falling estimate is trusted late, a rising one at once,
-      and one window seen only in part cannot make it burst;
-    - the connector's rate is L x (1 - reserve) / w less the others' rate, within [floor, cap]: at each
-      window's end the reserve is left for the merchant's own bursts, and with no other traffic the
-      connector runs at its cap (whose default is L x (1 - reserve) itself). The floor (1 % of L)
-      keeps a sync moving when the others leave nothing;
-    - until a window has been estimated it runs at a tenth of the limit at most (slow start), so it
-      never bursts into an unknown share; an answer without the headers (a proxy that drops them)
-      puts it at its cap;
-    - an answer with Remaining at half the reserve or less, or a 429, holds every request until the
-      window resets (Retry-After, else X-Ratelimit-Reset).
-    Requests are spaced evenly (1/rate apart), never sent in bursts. Thread safe: one pacer serves
-    every stream of a sync.
+    Klarna counts its limit per merchant (the merchant's checkout, captures and refunds share it), and
+    once the merchant is over it every one of its requests gets 429 until the limit frees up: 429s are
+    not how to find the limit. How Klarna counts is not documented (fixed windows, a sliding window and
+    a token bucket all fit its headers), so nothing here depends on it. Every answer says what is left:
+    `X-Ratelimit-Remaining` (R), of `X-Ratelimit-Limit: 200, 200;w=1` (L per w seconds). Whatever the
+    accounting, the merchant is safe while R stays above the reserve, T = L x reserve: that is what is
+    left for the merchant's own bursts. So the rate is a feedback loop on the lowest R of each period
+    of w seconds (m): up by half of what was left unused above T (m - T, per w), down by half of what
+    was missing. At m = T the connector takes everything but the reserve: with no other traffic its
+    cap (whose default is L x (1 - reserve) itself), with others whatever they leave. An answer below T
+    cuts the rate by a third at once (a step or a burst of the others' traffic does not wait for the
+    period's end), one at half of T or less, or a 429, holds every request until the limit resets
+    (Retry-After, else X-Ratelimit-Reset). It starts at a tenth of L (never bursting into an unknown
+    share), keeps a floor of 1 % of L so a sync moves when the others leave nothing, and runs at its
+    cap when answers carry no headers (a proxy that drops them). Requests are spaced evenly (1/rate
+    apart), never sent in bursts. Thread safe: one pacer serves every stream of a sync.
     """
 
     SLOW_START_SHARE = 0.1
     FLOOR_SHARE = 0.01
-    SETTLED_SHARE_OF_WINDOW = 0.1
+    GAIN = 0.5
+    CUT = 2 / 3
 
-    def __init__(
-        self,
-        assumed_limit: float,
-        reserve: float,
-        cap: Optional[float] = None,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
+    def __init__(self, assumed_limit: float, reserve: float, cap: Optional[float] = None, clock: Callable[[], float] =
+            time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
         self._limit = float(assumed_limit)
         self._reserve = min(max(float(reserve), 0.0), 0.9)
         self._explicit_cap = float(cap) if cap else None
@@ -571,20 +478,15 @@ class RateLimitPacer:
         self._lock = threading.Lock()
         self._next_send = 0.0
         self._hold_until = 0.0
-        self._slots: Deque[float] = deque()  # send times handed out and not yet reached
-        self._sent = 0  # requests whose send time has come
-        self._answered = 0
-        # (time, Remaining, requests sent, answers read) at the current window's first answer; the latest Remaining.
-        self._window_first: Optional[Tuple[float, float, int, int]] = None
-        self._last_remaining: Optional[float] = None
-        self._others_now: Optional[float] = None  # requests/s, this window
-        self._others_before: Deque[float] = deque(maxlen=2)  # requests/s, the two windows before
+        self._period_start: Optional[float] = None
+        self._lowest: Optional[float] = None  # the lowest Remaining of the current period
+        self._cut_in_period = False
         self._seen_headers = False
-        self._rate = self._slow_start()  # requests per second
+        self._rate = min(self.cap, self._limit * self.SLOW_START_SHARE / self._window)  # requests per second
 
     @property
     def cap(self) -> float:
-        return self._explicit_cap or self._limit * (1 - self._reserve)
+        return self._explicit_cap or self._limit * (1 - self._reserve) / self._window
 
     @property
     def rate(self) -> float:
@@ -596,7 +498,6 @@ class RateLimitPacer:
             now = self._clock()
             slot = max(now, self._next_send, self._hold_until)
             self._next_send = slot + 1.0 / self._rate
-            self._slots.append(slot)
         if slot > now:
             self._sleep(slot - now)
 
@@ -609,7 +510,6 @@ class RateLimitPacer:
         window = _window_seconds(response)
         with self._lock:
             now = self._clock()
-            self._answered += 1
             if limit and limit > 0:
                 self._limit = limit
             if window:
@@ -621,46 +521,21 @@ class RateLimitPacer:
                 self._rate = min(self._rate, self.cap) if self._seen_headers else self.cap
                 return
             self._seen_headers = True
-            if remaining <= self._limit * self._reserve / 2:
+            target = self._limit * self._reserve
+            if remaining <= target / 2:
                 self._hold_until = max(self._hold_until, now + until_reset)
-            self._estimate_others(now, remaining)
-            self._rate = self._share()
+            if remaining < target and not self._cut_in_period:
+                self._cut_in_period = True
+                self._set_rate(self._rate * self.CUT)
+            self._lowest = remaining if self._lowest is None else min(self._lowest, remaining)
+            if self._period_start is None:
+                self._period_start = now
+            elif now - self._period_start >= self._window:
+                self._set_rate(self._rate + self.GAIN * (self._lowest - target) / self._window)
+                self._period_start, self._lowest, self._cut_in_period = now, None, False
 
-    def _estimate_others(self, now: float, remaining: float) -> None:
-        while self._slots and self._slots[0] <= now:
-            self._slots.popleft()
-            self._sent += 1
-        in_flight = max(0, self._sent - self._answered)
-        rose = self._last_remaining is not None and remaining > self._last_remaining + in_flight + 1
-        self._last_remaining = remaining
-        # A new measurement starts where Remaining rose (a new window) and, since no window lasts longer
-        # than w, at the latest w after the last start: an estimate never spans two windows unseen, and
-        # one made of a window seen only in part is gone two windows later.
-        if self._window_first is None or rose or now - self._window_first[0] >= self._window:
-            if self._others_now is not None:
-                self._others_before.append(self._others_now)
-            self._window_first, self._others_now = (now, remaining, self._sent, self._answered), None
-            return
-        first_time, first_remaining, first_sent, first_answered = self._window_first
-        if now - first_time < self._window * self.SETTLED_SHARE_OF_WINDOW:
-            return
-        # Remaining fell by the others' requests and by ours the server counted in between: at least
-        # those whose send time came (a rising rate has more in flight than it has answers back) and at
-        # least those answered (busy threads send late and in bunches, the server counts them as they
-        # come, and the answers follow its count). Either alone took ours for the others' traffic:
-        # estimates of 40 to 500 requests/s of others with none there, the sync at its floor for seconds.
-        ours = max(self._sent - first_sent, self._answered - first_answered)
-        self._others_now = max(0.0, (first_remaining - remaining - ours) / (now - first_time))
-
-    def _slow_start(self) -> float:
-        return min(self.cap, self._limit * self.SLOW_START_SHARE / self._window)
-
-    def _share(self) -> float:
-        estimates = list(self._others_before) + ([] if self._others_now is None else [self._others_now])
-        if not estimates:
-            return self._slow_start()
-        share = self._limit * (1 - self._reserve) / self._window - max(estimates)
-        return min(self.cap, max(share, max(1.0, self._limit * self.FLOOR_SHARE) / self._window))
+    def _set_rate(self, rate: float) -> None:
+        self._rate = min(self.cap, max(rate, max(1.0, self._limit * self.FLOOR_SHARE) / self._window))
 
 
 RATE_LIMIT_PACERS: PerSync[RateLimitPacer] = PerSync()
@@ -832,10 +707,6 @@ class PacedBasicHttpAuthenticator(BasicHttpAuthenticator):
             # replaces with the spec's secrets once it has the config).
             add_to_secrets(self._token.split(" ", 1)[-1])
             self._token_registered = True
-        failure = SYNC_FAILURES.of(self.config).failure_for(str(request.url))
-        if failure is not None:
-            # The same answer met this endpoint earlier in the sync and will not change.
-            raise AirbyteTracedException(message=failure.error_message, internal_message=failure.error_message, failure_type=failure.failure_type)
         self._pacer.wait_turn()
         return super().__call__(request)
 
@@ -927,13 +798,8 @@ class TransactionKeyAndPayout(RecordTransformation):
     parameters: InitVar[Mapping[str, Any]] = None
     counter: OccurrenceCounter = field(default_factory=OccurrenceCounter)
 
-    def transform(
-        self,
-        record: Dict[str, Any],
-        config: Optional[Config] = None,
-        stream_state: Optional[StreamState] = None,
-        stream_slice: Optional[StreamSlice] = None,
-    ) -> None:
+    def transform(self, record: Dict[str, Any], config: Optional[Config] = None, stream_state: Optional[StreamState] = None,
+            stream_slice: Optional[StreamSlice] = None) -> None:
         payment_reference = stream_slice.partition.get("payment_reference") if stream_slice is not None else None
         payout_date = stream_slice.extra_fields.get("payout_date") if stream_slice is not None else None
         payment_reference = payment_reference or record.get("payment_reference")
@@ -1069,13 +935,9 @@ class EachKeyOncePerSync(RecordFilter):
         self._seen: Set[Any] = set()
         self._lock = threading.Lock()
 
-    def filter_records(
-        self,
-        records: Iterable[Mapping[str, Any]],
-        stream_state: StreamState,
-        stream_slice: Optional[StreamSlice] = None,
-        next_page_token: Optional[Mapping[str, Any]] = None,
-    ) -> Iterable[Mapping[str, Any]]:
+    def filter_records(self, records: Iterable[Mapping[str, Any]], stream_state: StreamState, stream_slice:
+            Optional[StreamSlice] = None, next_page_token: Optional[Mapping[str, Any]] = None) -> Iterable[Mapping[str,
+            Any]]:
         for record in records:
             value = record.get(self.key)
             if value is None:
@@ -1091,86 +953,62 @@ class EachKeyOncePerSync(RecordFilter):
 # ----------------------------------------------------------------------------- orders, captures and refunds
 
 class SpillingAnswers:
-    """order_id -> (status, body, readers so far): the most recent answers in memory, up to
-    `memory_bytes` of bodies; older ones in a private temporary SQLite database (SQLite's empty file
-    name: its pages stay in a page cache of `page_cache_kb` and spill to a file SQLite deletes on
-    close), zlib-compressed (4 KB -> 1.1 KB). So memory stays flat however many orders wait for a
-    reader (a stream that is not selected, or one that runs after the others), and a sync whose three
-    streams read side by side never touches the database. Not thread-safe: OrderStore's lock guards it.
-    """
+    """order_id -> [status, readers so far, body]: the bodies of the most recent answers in memory, up to
+    `memory_bytes`; older ones zlib-compressed (4 KB -> 1.1 KB) into a temporary file that is deleted
+    when closed, the entry keeping where. So memory stays flat however many orders wait for a reader
+    (a stream that is not selected, or one that runs after the others), and a sync whose three streams
+    read side by side never writes the file. Not thread-safe: OrderFetcher's lock guards it."""
 
-    def __init__(self, memory_bytes: int = 8 << 20, page_cache_kb: int = 8192) -> None:
+    def __init__(self, memory_bytes: int = 8 << 20) -> None:
         self._memory_bytes = memory_bytes
-        self._page_cache_kb = page_cache_kb
-        self._recent: "OrderedDict[str, List[Any]]" = OrderedDict()
-        self._recent_bytes = 0
-        self._db: Any = None
-        self.spilled = 0  # answers written to the database so far
+        self._entries: Dict[str, List[Any]] = {}
+        self._in_memory: "OrderedDict[str, int]" = OrderedDict()  # order_id -> body size, oldest first
+        self._memory = 0
+        self._file: Any = None
+        self.spilled = 0  # bodies written to the file so far
 
     def put(self, order_id: str, status: int, body: bytes, readers: int) -> None:
-        self._recent[order_id] = [status, body, readers]
-        self._recent_bytes += len(body)
-        while self._recent_bytes > self._memory_bytes and len(self._recent) > 1:
-            spilled_id, (spilled_status, spilled_body, spilled_readers) = self._recent.popitem(last=False)
-            self._recent_bytes -= len(spilled_body)
-            self._database().execute(
-                "INSERT OR REPLACE INTO answer VALUES (?, ?, ?, ?)",
-                (spilled_id, spilled_status, zlib.compress(spilled_body, 1), spilled_readers),
-            )
+        self._entries[order_id] = [status, readers, body]
+        self._in_memory[order_id] = len(body)
+        self._memory += len(body)
+        while self._memory > self._memory_bytes and len(self._in_memory) > 1:
+            oldest, size = self._in_memory.popitem(last=False)
+            self._memory -= size
+            if self._file is None:
+                self._file = tempfile.TemporaryFile()
+            packed = zlib.compress(self._entries[oldest][2], 1)
+            self._file.seek(0, 2)
+            self._entries[oldest][2] = (self._file.tell(), len(packed))
+            self._file.write(packed)
             self.spilled += 1
 
     def __contains__(self, order_id: object) -> bool:
-        if order_id in self._recent:
-            return True
-        if not self.spilled:
-            return False
-        return self._database().execute("SELECT 1 FROM answer WHERE order_id = ?", (order_id,)).fetchone() is not None
+        return order_id in self._entries
 
     def take(self, order_id: str, reader: int, every_reader: int) -> Optional[Tuple[int, bytes]]:
         """The answer (status, body), now also read by `reader`; dropped once `every_reader` has."""
-        entry = self._recent.get(order_id)
-        if entry is not None:
-            entry[2] |= reader
-            if entry[2] == every_reader:
-                del self._recent[order_id]
-                self._recent_bytes -= len(entry[1])
-            return entry[0], entry[1]
-        if not self.spilled:
+        entry = self._entries.get(order_id)
+        if entry is None:
             return None
-        db = self._database()
-        row = db.execute("SELECT status, body, read_by FROM answer WHERE order_id = ?", (order_id,)).fetchone()
-        if row is None:
-            return None
-        status, body, readers = row
-        readers |= reader
-        if readers == every_reader:
-            db.execute("DELETE FROM answer WHERE order_id = ?", (order_id,))
-        else:
-            db.execute("UPDATE answer SET read_by = ? WHERE order_id = ?", (readers, order_id))
-        return status, zlib.decompress(body)
-
-    def _database(self) -> Any:
-        if self._db is None:
-            import sqlite3  # here: most syncs never spill
-
-            self._db = sqlite3.connect("", check_same_thread=False, isolation_level=None)
-            for pragma in ("journal_mode = OFF", "synchronous = OFF", f"cache_size = -{self._page_cache_kb}"):
-                self._db.execute(f"PRAGMA {pragma}")
-            self._db.execute(
-                "CREATE TABLE answer (order_id TEXT PRIMARY KEY, status INTEGER, body BLOB, read_by INTEGER) WITHOUT ROWID"
-            )
-        return self._db
+        entry[1] |= reader
+        body = entry[2]
+        if isinstance(body, tuple):
+            self._file.seek(body[0])
+            body = zlib.decompress(self._file.read(body[1]))
+        if entry[1] == every_reader:
+            del self._entries[order_id]
+            self._memory -= self._in_memory.pop(order_id, 0)
+        return entry[0], body
 
     def close(self) -> None:
-        self._recent.clear()
-        self._recent_bytes = 0
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        self._entries.clear()
+        self._in_memory.clear()
+        self._memory = 0
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
-
-# ----------------------------------------------------------------------------- orders, captures and refunds
 
 LOGGER = logging.getLogger("airbyte.source_klarna")
 
@@ -1220,7 +1058,7 @@ class OrderFetcher:
         session = requests.Session()
         adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=threads)
         session.mount("https://", adapter)
-        session.mount("http://", adapter)
+        session.mount("http://", adapter)  # ignore-https-check: plain http only to localhost (config_problem)
         settings = session.merge_environment_settings(base, {}, None, None, None)
         session.proxies, session.verify, session.cert = settings["proxies"], settings["verify"], settings["cert"]
         session.trust_env = False
@@ -1450,13 +1288,8 @@ class RemoveFieldsUnlessConfigured(RecordTransformation):
     keep_if: str
     parameters: InitVar[Mapping[str, Any]] = None
 
-    def transform(
-        self,
-        record: Dict[str, Any],
-        config: Optional[Config] = None,
-        stream_state: Optional[StreamState] = None,
-        stream_slice: Optional[StreamSlice] = None,
-    ) -> None:
+    def transform(self, record: Dict[str, Any], config: Optional[Config] = None, stream_state: Optional[StreamState] = None,
+            stream_slice: Optional[StreamSlice] = None) -> None:
         if config and config.get(self.keep_if):
             return
         for pointer in self.field_pointers:

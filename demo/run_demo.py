@@ -8,6 +8,11 @@ installed `source-klarna` connector through PyAirbyte into `ab.DuckDBCache`, whi
 incremental state inside the same DuckDB file (table `_airbyte_state`): a rerun reads only what is
 new (plus the connector's lookback window) and the demo says how many rows were new per stream.
 
+After the sync it runs `dbt build` on the dbt_klarna package (dbt-duckdb, the demo's extra) into the
+schema `dbt_klarna` of the same file: staging views, the marts (payout reconciliation, fees, order
+settlement) and their tests. The profile, dbt's target and logs live in a temporary directory. The
+report reads the marts; an HTML page with charts is written next to the DuckDB file.
+
 `--grow N` (emulator only) adds N new payouts and one late payout (dated before the newest one) to
 the emulator's dataset before syncing. The growth steps are kept in `<db>.emulator.json` and replayed
 when the emulator starts next time, so the emulator serves the same data as long as that file lives.
@@ -46,6 +51,8 @@ STREAMS = demo_report.STREAMS
 ORIGIN_TABLE = "_klarna_demo_origin"
 DEFAULT_SPEC = {"seed": 1, "payouts": 120, "transactions_per_payout": 60}
 GROW_LATE_PAYOUTS = 1
+DBT_PROJECT = REPO / "dbt_klarna"
+DBT_TIMEOUT_S = 900
 
 
 # Strings no message of the demo may show (the password, its Basic token): filled as they are known.
@@ -325,6 +332,125 @@ def print_outcome(outcome: SyncOutcome) -> None:
     log("New rows: " + ", ".join(f"{name} +{n:,}" for name, n in outcome.new_rows.items()))
 
 
+# ------------------------------------------------------------------------------------------- dbt
+
+
+@dataclasses.dataclass
+class DbtOutcome:
+    returncode: int
+    seconds: float
+    counts: Dict[str, int]  # status -> nodes (pass, error, fail, skipped, success, warn)
+    failed: List[Tuple[str, str, str]]  # (node name, status, message) of every node that did not succeed
+    output: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+def dbt_executable() -> Path:
+    name = "dbt.exe" if os.name == "nt" else "dbt"
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        raise DemoError(f"{path} not found: install the demo's extra (`pip install '.[demo]'`, it brings dbt-duckdb).")
+    return path
+
+
+def dbt_profile(db_path: Path, schema: str = demo_report.DBT_SCHEMA) -> str:
+    """A dbt-duckdb profile named `klarna` (dbt_klarna's `profile:`) on the DuckDB file."""
+    return (
+        "klarna:\n"
+        "  target: demo\n"
+        "  outputs:\n"
+        "    demo:\n"
+        "      type: duckdb\n"
+        f"      path: {json.dumps(str(db_path))}\n"
+        f"      schema: {schema}\n"
+        "      threads: 1\n"
+    )
+
+
+def dbt_vars(db_path: Path, source_schema: str = "main") -> Dict[str, Any]:
+    """Where PyAirbyte put the streams (schema `main`), and whether pending_transactions is there
+    (the connector before 2.0.0 has no such stream)."""
+    con = duckdb.connect(str(db_path), read_only=True)
+    try:
+        has_pending = demo_report.table_exists(con, "pending_transactions")
+    finally:
+        con.close()
+    return {"klarna_schema": source_schema, "klarna__using_pending_transactions": has_pending}
+
+
+def run_dbt(
+    db_path: Path,
+    command: Sequence[str] = ("build",),
+    extra_vars: Optional[Mapping[str, Any]] = None,
+    timeout: float = DBT_TIMEOUT_S,
+    echo: bool = True,
+) -> DbtOutcome:
+    """Run `dbt <command>` on dbt_klarna against the DuckDB file; dbt's own files (profile, target,
+    logs) in a temporary directory, removed afterwards. Never raises for failing models or tests:
+    the outcome lists them."""
+    import subprocess
+
+    variables = {**dbt_vars(db_path), **(extra_vars or {})}
+    work = Path(tempfile.mkdtemp(prefix="klarna-dbt-"))
+    started = time.monotonic()
+    try:
+        (work / "profiles.yml").write_text(dbt_profile(db_path))
+        env = {
+            **os.environ,
+            "DBT_PROFILES_DIR": str(work),
+            "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
+            "DBT_VERSION_CHECK": "false",
+            "DO_NOT_TRACK": "1",
+            "DBT_USE_COLORS": "false",
+        }
+        args = [
+            str(dbt_executable()), "--no-use-colors", "--log-format", "text", *command,
+            "--project-dir", str(DBT_PROJECT), "--profiles-dir", str(work),
+            "--target-path", str(work / "target"), "--log-path", str(work / "logs"),
+            "--vars", json.dumps(variables),
+        ]
+        try:
+            proc = subprocess.run(
+                args, cwd=str(work), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout
+            )
+        except subprocess.TimeoutExpired as error:
+            raise DemoError(f"dbt {' '.join(command)} did not finish within {timeout:.0f} s") from None
+        output = proc.stdout or ""
+        counts: Dict[str, int] = {}
+        failed: List[Tuple[str, str, str]] = []
+        results_path = work / "target" / "run_results.json"
+        if results_path.exists():
+            for result in json.loads(results_path.read_text()).get("results", []):
+                status = str(result.get("status"))
+                counts[status] = counts.get(status, 0) + 1
+                if status not in ("success", "pass"):
+                    parts = str(result.get("unique_id", "")).split(".")
+                    name = parts[2] if len(parts) > 2 else ".".join(parts)
+                    failed.append((name, status, str(result.get("message") or "")))
+        if echo:
+            for line in output.splitlines():
+                progress("  dbt | " + line)
+        return DbtOutcome(proc.returncode, time.monotonic() - started, counts, failed, output)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def build_models(db_path: Path) -> DbtOutcome:
+    log()
+    log(f"dbt build: the dbt_klarna package into schema `{demo_report.DBT_SCHEMA}` of {db_path.name} ...")
+    outcome = run_dbt(db_path)
+    summary = ", ".join(f"{status} {n}" for status, n in sorted(outcome.counts.items())) or "no results"
+    log(f"dbt build {'succeeded' if outcome.ok else 'FAILED'} in {outcome.seconds:.1f} s: {summary}")
+    for name, status, message in outcome.failed:
+        log(f"  {status.upper()}: {name}" + (f" ({message})" if message else ""))
+    if not outcome.counts:
+        log("  " + "\n  ".join(outcome.output.strip().splitlines()[-15:]))
+    return outcome
+
+
 # ------------------------------------------------------------------------------------------- main
 
 
@@ -350,6 +476,13 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     emulator.add_argument("--seed", type=int, default=DEFAULT_SPEC["seed"])
     emulator.add_argument("--payouts", type=int, default=DEFAULT_SPEC["payouts"])
     emulator.add_argument("--transactions-per-payout", type=int, default=DEFAULT_SPEC["transactions_per_payout"])
+    emulator.add_argument(
+        "--unreconciled-payouts",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the N oldest payouts' settlement_amount is off by 100 minor units: shows a payout that does not reconcile",
+    )
     args = parser.parse_args(argv)
     if args.grow < 0:
         parser.error("--grow must be 0 or more")
@@ -362,6 +495,8 @@ def run_with_emulator(args: argparse.Namespace, db_path: Path) -> int:
     from klarna_emulator import DatasetSpec, KlarnaEmulator
 
     requested = {"seed": args.seed, "payouts": args.payouts, "transactions_per_payout": args.transactions_per_payout}
+    if args.unreconciled_payouts:
+        requested["unreconciled_payouts"] = args.unreconciled_payouts
     spec_fields, growth = load_emulator_state(db_path, requested)
     spec = DatasetSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec_fields.items()})
     with KlarnaEmulator(spec, start_timeout=60) as emulator:
@@ -385,6 +520,7 @@ def run_with_emulator(args: argparse.Namespace, db_path: Path) -> int:
         log(f"Warehouse: {db_path} (emulator dataset kept in {emulator_state_path(db_path).name})")
         outcome = sync(emulator.config(), db_path, origin="the bundled emulator")
     print_outcome(outcome)
+    dbt = build_models(db_path)
     report = print_report(db_path)
     log()
     problems = [
@@ -398,7 +534,7 @@ def run_with_emulator(args: argparse.Namespace, db_path: Path) -> int:
         f"{expected['transactions']:,} transactions."
     )
     query_hint(db_path)
-    return 0 if report.reconciles else 1
+    return 0 if report.reconciles and dbt.ok else 1
 
 
 def query_hint(db_path: Path) -> None:
@@ -408,7 +544,7 @@ def query_hint(db_path: Path) -> None:
 
     log(
         f"Query it: {short(sys.executable)} -c "
-        f"\"import duckdb; duckdb.connect('{short(str(db_path))}').sql('FROM payouts LIMIT 5').show()\""
+        f"\"import duckdb; duckdb.connect('{short(str(db_path))}').sql('FROM {demo_report.DBT_SCHEMA}.klarna__payout_reconciliation LIMIT 5').show()\""
     )
 
 
@@ -419,10 +555,11 @@ def run_with_config(args: argparse.Namespace, db_path: Path) -> int:
     log(f"Warehouse: {db_path}")
     outcome = sync(config, db_path, origin=klarna_endpoint(config), check_first=True)
     print_outcome(outcome)
+    dbt = build_models(db_path)
     print_report(db_path)
     log()
     query_hint(db_path)
-    return 0
+    return 0 if dbt.ok else 1
 
 
 def print_report(db_path: Path) -> demo_report.Report:
@@ -433,6 +570,10 @@ def print_report(db_path: Path) -> demo_report.Report:
         con.close()
     log()
     log(demo_report.format_report(report))
+    html_path = demo_report.html_path_for(db_path)
+    demo_report.write_html(report, html_path)
+    log()
+    log(f"Charts: {html_path}")
     return report
 
 

@@ -1,5 +1,5 @@
 """Runs the connector's Docker image as Airbyte runs it: `docker run --rm <image> <verb>`, the config,
-catalog and state mounted read-only under /secrets.
+catalog and state mounted read-only under /secrets; and finds the image it was built on.
 
 The image under test is SOURCE_KLARNA_IMAGE (default `airbyte/source-klarna:dev`, what `make image`
 builds). Without a Docker daemon that answers, or without the image, the image tests skip and say
@@ -13,13 +13,14 @@ for a tmpfs on /tmp, the temp directory of the sync (the CDK's request cache liv
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import subprocess
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import pytest
 
@@ -50,6 +51,31 @@ def unavailable_reason(image: str) -> Optional[str]:
     if docker("image", "inspect", image).returncode != 0:
         return f"Docker image tests: there is no image {image} (build it with `make image`)"
     return None
+
+
+def inspect(*images: str) -> List[Dict[str, Any]]:
+    """`docker image inspect` of each image (by name or id), in that order."""
+    result = docker("image", "inspect", *images)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout)
+
+
+def base_image_of(image: str) -> Optional[Dict[str, Any]]:
+    """The named local image `image` was built on: the one, other than `image`, whose layers are the
+    longest proper prefix of `image`'s layers (None if no named image's are). Untagged images (the
+    classic builder's intermediate ones, older builds) do not count."""
+    (built,) = inspect(image)
+    layers = built["RootFS"]["Layers"]
+    listed = docker("image", "ls", "--no-trunc", "--format", "{{.ID}}", timeout=60)
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    ids = sorted({line for line in listed.stdout.split() if line != built["Id"]})
+    candidates = [
+        other for other in (inspect(*ids) if ids else [])
+        if (other.get("RepoTags") or other.get("RepoDigests"))
+        and len(other["RootFS"]["Layers"]) < len(layers)
+        and layers[: len(other["RootFS"]["Layers"])] == other["RootFS"]["Layers"]
+    ]
+    return max(candidates, key=lambda other: len(other["RootFS"]["Layers"]), default=None)
 
 
 def require_image(image: str = IMAGE) -> str:

@@ -31,7 +31,8 @@ sys.path.insert(0, str(REPO / "demo"))
 import report  # noqa: E402  (demo/report.py)
 import run_demo  # noqa: E402  (demo/run_demo.py: its defaults, no sync on import)
 
-DEMO_TIMEOUT_S = 600  # one demo run: 10-80 s here; generous for a loaded 2-core CI machine
+DEMO_TIMEOUT_S = 600  # one demo run: 30-110 s here (sync + dbt build); generous for a loaded 2-core CI machine
+DBT_TIMEOUT_S = 300  # one dbt build of a hand-made warehouse: about 15 s
 GROW = 3
 STREAMS = ("payouts", "transactions", "payout_summaries")  # the settlement streams, checked exactly
 EMULATOR_PASSWORD = "emulator-secret"  # the emulator's default, which the demo uses
@@ -110,6 +111,12 @@ def test_first_run_lands_every_row_and_reconciles(demo_runs):
     assert settlement(new_rows(run["out"])) == want["counts"]
     assert new_rows(run["out"]) == run["all_counts"]  # every stream the connector has, each table new
     assert "Sync: first run" in run["out"]
+    # dbt_klarna built after the sync, the report read its marts, the HTML page sits next to the file
+    assert re.search(r"^dbt build succeeded in [\d.]+ s: pass \d+, success \d+$", run["out"], re.MULTILINE), run["out"]
+    html_page = report.html_path_for(run["db"])
+    assert f"Charts: {html_page}" in run["out"]
+    page = html_page.read_text()
+    assert page.count("<svg") >= 3 and "All payouts reconcile" in page and "<script" not in page
 
     result = run["report"]
     assert result.reconciles, result.mismatches
@@ -162,21 +169,62 @@ def test_demo_never_prints_the_password(demo_runs):
 # ------------------------------------------------------------------------ report on hand-made data
 
 
+AIRBYTE_COLUMNS = ("_airbyte_raw_id", "_airbyte_extracted_at", "_airbyte_meta")
+RAW_COLUMNS = {  # the columns of each stream table the dbt_klarna staging models read
+    "payouts": ("totals", "payment_reference", "payout_date", "currency_code", "currency_code_of_registration_country",
+                "merchant_settlement_type", "merchant_id"),
+    "transactions": ("transaction_key", "payment_reference", "payout_date", "type", "detailed_type", "currency_code", "amount",
+                     "vat_amount", "vat_rate", "tax_in_currency_of_registration_country", "currency_code_of_registration_country",
+                     "sale_date", "capture_date", "order_id", "short_order_id", "capture_id", "refund_id", "merchant_reference1",
+                     "merchant_reference2", "merchant_capture_reference", "merchant_refund_reference", "reversal_reference",
+                     "purchase_country", "shipping_country", "initial_payment_method_type", "initial_number_of_installments",
+                     "klarna_comment"),
+    "payout_summaries": ("summary_settlement_currency", "summary_month", "summary_payout_date_start", "summary_payout_date_end",
+                         *(f"summary_total_{f}_amount" for f in ("sale", "fee", "return", "reversal", "commission", "tax",
+                                                                  "holdback", "release", "repay", "fee_correction", "settlement"))),
+    "orders": ("order_id", "status", "fraud_status", "purchase_currency", "purchase_country", "locale", "klarna_reference",
+               "merchant_reference1", "merchant_reference2", "created_at", "expires_at", "payout_date", "order_amount",
+               "original_order_amount", "captured_amount", "refunded_amount", "remaining_authorized_amount"),
+    "captures": ("capture_id", "order_id", "captured_at", "payout_date", "reference", "klarna_reference", "description",
+                 "captured_amount", "refunded_amount"),
+    "refunds": ("refund_id", "order_id", "refunded_at", "payout_date", "reference", "description", "credit_invoice",
+                "refunded_amount"),
+}
+
+
+def raw_type(column: str) -> str:
+    if column in ("totals", "_airbyte_meta"):
+        return "JSON"
+    if column == "credit_invoice":
+        return "BOOLEAN"
+    if column.endswith(("amount", "vat_rate", "installments")) or column == "tax_in_currency_of_registration_country":
+        return "BIGINT"
+    if column.endswith(("_date", "_at", "_month", "_start", "_end")):
+        return "TIMESTAMP"
+    return "VARCHAR"
+
+
 def make_warehouse(path: Path, payouts, transactions) -> None:
-    """Tables shaped like PyAirbyte's: `totals` is a JSON column."""
+    """Tables shaped like PyAirbyte's (schema `main`, `totals` a JSON column, Airbyte's columns), then
+    the dbt_klarna models built on them, as the demo does after a sync."""
     con = duckdb.connect(str(path))
     try:
-        con.execute(
-            "CREATE TABLE payouts (totals JSON, payment_reference VARCHAR, payout_date TIMESTAMP, currency_code VARCHAR)"
-        )
-        con.execute("CREATE TABLE transactions (amount BIGINT, type VARCHAR, payment_reference VARCHAR, transaction_key VARCHAR)")
-        con.execute("CREATE TABLE payout_summaries (summary_settlement_currency VARCHAR)")
+        for table, columns in RAW_COLUMNS.items():
+            ddl = ", ".join(f"{c} {raw_type(c)}" for c in (*columns, *AIRBYTE_COLUMNS))
+            con.execute(f"CREATE TABLE main.{table} ({ddl})")
         for ref, date, currency, totals in payouts:
-            con.execute("INSERT INTO payouts VALUES (?, ?, ?, ?)", [json.dumps(totals), ref, date, currency])
+            con.execute(
+                "INSERT INTO payouts (totals, payment_reference, payout_date, currency_code, _airbyte_raw_id) VALUES (?, ?, ?, ?, ?)",
+                [json.dumps(totals), ref, date, currency, f"raw-{ref}"],
+            )
         for n, (ref, kind, amount) in enumerate(transactions):
-            con.execute("INSERT INTO transactions VALUES (?, ?, ?, ?)", [amount, kind, ref, f"{ref}:{n}"])
+            con.execute(
+                "INSERT INTO transactions (amount, type, payment_reference, transaction_key, _airbyte_raw_id) VALUES (?, ?, ?, ?, ?)",
+                [amount, kind, ref, f"{ref}:{n}", f"raw-{ref}:{n}"],
+            )
     finally:
         con.close()
+    return run_demo.run_dbt(path, timeout=DBT_TIMEOUT_S, echo=False)
 
 
 def totals(**amounts) -> dict:
@@ -191,7 +239,7 @@ def totals(**amounts) -> dict:
 
 def test_report_lists_the_payout_that_does_not_reconcile(tmp_path):
     day = dt.datetime(2024, 3, 1, 6)
-    make_warehouse(
+    dbt = make_warehouse(
         tmp_path / "w.duckdb",
         payouts=[
             # reconciles: every type the convention knows
@@ -213,8 +261,11 @@ def test_report_lists_the_payout_that_does_not_reconcile(tmp_path):
             ("YEN", "SALE", 1_500), ("YEN", "FEE", 45),
         ],
     )
+    # dbt builds everything; only its reconciliation test fails, and it names BAD
+    assert [(name, status) for name, status, _ in dbt.failed] == [("klarna_payouts_reconcile", "fail")], dbt.output[-3000:]
     result = report.report_for_db(str(tmp_path / "w.duckdb"))
 
+    assert result.modeled
     assert not result.reconciles
     assert result.non_reconciling == ["BAD"]
     mismatched = {(ref, field): (total, summed) for ref, _, _, field, total, summed in result.mismatches}
@@ -233,7 +284,8 @@ def test_report_lists_the_payout_that_does_not_reconcile(tmp_path):
 
 
 def test_report_when_everything_reconciles_and_on_an_empty_warehouse(tmp_path):
-    make_warehouse(tmp_path / "ok.duckdb", [("P", dt.datetime(2024, 1, 1), "EUR", totals(sale_amount=100))], [("P", "SALE", 100)])
+    dbt = make_warehouse(tmp_path / "ok.duckdb", [("P", dt.datetime(2024, 1, 1), "EUR", totals(sale_amount=100))], [("P", "SALE", 100)])
+    assert dbt.ok and not dbt.failed, dbt.output[-3000:]
     ok = report.report_for_db(str(tmp_path / "ok.duckdb"))
     assert ok.reconciles and ok.payouts == 1
     assert "OK: all 1 payouts reconcile" in report.format_report(ok)

@@ -39,3 +39,39 @@ def test_with_the_merchants_traffic_at_150_of_200_a_full_sync_is_exact_and_gets_
     # limit) was kept, give or take the requests in flight.
     assert stats["rate_limit"]["other_traffic"]["refused"] == 0, stats["rate_limit"]
     assert stats["rate_limit"]["lowest_remaining"] >= 200 * 0.2 - 12, stats["rate_limit"]
+
+
+# The limit's accounting and the merchant's other traffic as Klarna might have them (the emulator's
+# `rate_limit_accounting` and `other_traffic_pattern`): whichever, a sync stays exact and neither side is
+# refused more than 1 % of its requests. L = 40 with the others at 20/s (50 %) leaves the connector
+# 40 x 0.8 - 20 = 12/s: this dataset's ~45 requests take a few seconds.
+SHARED_LIMIT = 40
+SHARING_STREAMS = ("payouts", "transactions", "orders")
+SHARING_SPEC = DatasetSpec(seed=73, payouts=8, transactions_per_payout=10, first_payout_date="2026-09-01T00:00:00Z")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pattern", ["steady", "step", "bursts", "poisson"])
+@pytest.mark.parametrize("accounting", ["fixed", "sliding", "token"])
+def test_whatever_the_accounting_and_the_others_pattern_at_50_percent_a_sync_is_exact_and_neither_side_is_refused_over_1_percent(make_emulator, accounting, pattern):
+    # step: the others start 1.5 s after the reset (about when the connector's first request comes), at 40/s
+    emulator = make_emulator(SHARING_SPEC, rate_limit_rps=SHARED_LIMIT, rate_limit_accounting=accounting,
+                             other_traffic_rps=SHARED_LIMIT / 2, other_traffic_pattern=pattern,
+                             other_traffic_step_at_s=1.5, other_traffic_seed=11)
+    emulator.reset_requests()  # the others' pattern and the statistics start now
+
+    run = run_connector("read", emulator.config(), configured_catalog(SHARING_STREAMS, "full_refresh"), timeout=240)
+
+    assert run.exit_code == 0, run.everything[-3000:]
+    assert not run.errors()
+    assert_payouts_exact(emulator, run.records("payouts"))
+    assert_transactions_exact(emulator, run.records("transactions"))
+    named = {t["order_id"] for t in emulator.dataset.transactions()}
+    assert Counter(o["order_id"] for o in run.records("orders")) == Counter(named)
+    stats = emulator.stats()
+    sharing = stats["rate_limit_sharing"]
+    assert sharing["accounting"] == accounting and sharing["others"]["pattern"] == pattern
+    ours, others = sharing["ours"], sharing["others"]
+    assert ours["requests"] > 30 and others["requests"] > 0, sharing
+    assert stats["rate_limited"] <= ours["requests"] / 100, sharing
+    assert others["refused"] <= others["requests"] / 100, sharing

@@ -6,7 +6,7 @@ import copy
 from typing import Any, Dict, List, Optional
 
 from airbyte_cdk.sources.types import StreamSlice
-from source_klarna.components import TransactionKeyAndPayout
+from components import TransactionKeyAndPayout
 
 
 def payout_slice(ref: str = "P1", payout_date: str = "2024-02-01T06:00:00Z") -> StreamSlice:

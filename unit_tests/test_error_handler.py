@@ -12,7 +12,7 @@ import requests
 from airbyte_cdk.models import FailureType
 from airbyte_cdk.sources.streams.http.error_handlers.response_models import ErrorResolution, ResponseAction
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
-from source_klarna.components import (
+from components import (
     SYNC_FAILURES,
     KlarnaErrorHandler,
     KlarnaOffsetPagination,

@@ -7,7 +7,7 @@ import requests
 
 from airbyte_cdk.sources.declarative.decoders import JsonDecoder
 from airbyte_cdk.sources.declarative.extractors import DpathExtractor
-from source_klarna.components import KlarnaItemsExtractor
+from components import KlarnaItemsExtractor
 from unit_tests.mock_server import response_builder as rb
 
 

@@ -18,11 +18,21 @@ def test_metadata_validates_against_the_cdk_model():
     metadata = MetadataFile.from_file(ROOT / "metadata.yaml").data
 
     assert metadata.dockerRepository == "airbyte/source-klarna"
-    assert metadata.language == ConnectorLanguage.PYTHON
+    assert metadata.language == ConnectorLanguage.MANIFEST_ONLY
     assert "cdk:low-code" in metadata.tags
-    assert metadata.connectorBuildOptions.baseImage.startswith("docker.io/airbyte/python-connector-base:4.0.2@sha256:")
+    assert metadata.connectorBuildOptions.baseImage.startswith("docker.io/airbyte/source-declarative-manifest:")
+    # Airbyte's own Klarna connector's definition: 2.0.0 replaces it in place.
+    assert metadata.model_extra["definitionId"] == "60c24725-00ae-490c-991d-55b78c3197e0"
     assert uuid.UUID(metadata.model_extra["definitionId"]).version == 4
     assert set(metadata.suggestedStreams.streams) <= {"payouts", "transactions", "payout_summaries"}
+
+
+def test_the_makefile_reads_the_base_image_and_the_tag():
+    """The Makefile takes METADATA_BASE_IMAGE and CONNECTOR_VERSION from these two lines with sed."""
+    text = (ROOT / "metadata.yaml").read_text()
+
+    assert len(re.findall(r"(?m)^ *baseImage: *\S+$", text)) == 1
+    assert len(re.findall(r"(?m)^ *dockerImageTag: *\S+$", text)) == 1
 
 
 def test_image_tag_is_the_package_version():

@@ -13,7 +13,7 @@ import requests
 
 from airbyte_cdk.sources.declarative.requesters.error_handlers import HttpResponseFilter
 from airbyte_cdk.sources.streams.http.error_handlers.response_models import ResponseAction
-from source_klarna.components import (
+from components import (
     KlarnaErrorHandler,
     RemoveFieldsUnlessConfigured,
     is_order_answer_to_keep,

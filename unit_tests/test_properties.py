@@ -23,11 +23,11 @@ import airbyte_cdk.sources.declarative.models.declarative_component_schema as mo
 from airbyte_cdk.sources.declarative.models.declarative_component_schema import DatetimeBasedCursor as DatetimeBasedCursorModel
 from airbyte_cdk.sources.declarative.parsers.model_to_component_factory import ModelToComponentFactory
 from airbyte_cdk.sources.declarative.requesters.paginators.strategies.pagination_strategy import PaginationStrategy
-from source_klarna.components import TRANSACTION_KEY_FIELDS, TransactionKeyAndPayout, transaction_fingerprint
-from source_klarna.source import SourceKlarna, manifest_path
+from components import TRANSACTION_KEY_FIELDS, TransactionKeyAndPayout, transaction_fingerprint
+from source_klarna.run import SourceKlarna, connector_file
 from unit_tests.keying import keyed, payout_slice
 
-MANIFEST = yaml.safe_load(manifest_path().read_text())
+MANIFEST = yaml.safe_load(connector_file("manifest.yaml").read_text())
 STRATEGY = MANIFEST["definitions"]["paginator"]["pagination_strategy"]
 PAGE_SIZE = int(STRATEGY["page_size"])
 UTC = dt.timezone.utc

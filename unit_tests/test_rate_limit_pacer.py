@@ -11,7 +11,7 @@ from typing import List, Optional
 import pytest
 import requests
 
-from source_klarna.components import RATE_LIMIT_PACERS, PacedBasicHttpAuthenticator, RateLimitPacer
+from components import RATE_LIMIT_PACERS, PacedBasicHttpAuthenticator, RateLimitPacer
 
 
 class SimulatedClock:

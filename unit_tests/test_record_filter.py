@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from source_klarna.components import EachKeyOncePerSync
+from components import EachKeyOncePerSync
 
 
 def _filter() -> EachKeyOncePerSync:

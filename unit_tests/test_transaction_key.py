@@ -8,7 +8,7 @@ import threading
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from source_klarna.components import (
+from components import (
     TRANSACTION_KEY_FIELDS,
     OccurrenceCounter,
     TransactionKeyAndPayout,

@@ -13,7 +13,7 @@ import pytest
 
 from airbyte_cdk.sources.declarative.interpolation.interpolated_string import InterpolatedString
 from airbyte_cdk.sources.types import StreamSlice
-from source_klarna.components import UnreadPayoutsPartitionRouter
+from components import UnreadPayoutsPartitionRouter
 
 CONFIG: Dict[str, Any] = {"lookback_window_days": 3}
 

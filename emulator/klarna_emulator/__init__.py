@@ -1,8 +1,9 @@
 """Klarna Settlements + Order Management API emulator (stripe-mock style).
 
 Public API: ``KlarnaEmulator`` (subprocess runner, see client.py), ``DatasetSpec``
-and ``Dataset`` (deterministic data, see dataset.py; the sign convention of the
-totals is in transactions.py), ``FaultConfig`` (knobs: latency, Klarna's rate
+and ``Dataset`` (deterministic data, see dataset.py, pending transactions and
+unreconciled payouts included; the sign convention of the totals is in
+transactions.py), ``FaultConfig`` (knobs: latency, Klarna's rate
 limit, injected failures, see faults.py), ``parse_datetime``/``format_datetime``
 (dates.py). Run ``python -m klarna_emulator --help``; emulator/README.md has it all.
 """

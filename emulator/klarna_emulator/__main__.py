@@ -16,7 +16,7 @@ import sys
 import threading
 
 from .dataset import Dataset, DatasetSpec
-from .faults import DETERMINISTIC_FAULTS, ENDPOINTS, FaultConfig
+from .faults import ACCOUNTINGS, DEFAULT_STEP_AT_S, DETERMINISTIC_FAULTS, ENDPOINTS, TRAFFIC_PATTERNS, FaultConfig
 from .server import EmulatorHTTPServer, EmulatorState
 from .tls import TlsUnavailable
 
@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--purged-order-ratio", type=float, default=d.purged_order_ratio)
     g.add_argument("--empty-payouts", type=int, default=d.empty_payouts,
                    help="how many payouts have no transactions at all (every k-th, k = payouts // this)")
+    g.add_argument("--pending-transactions", type=int, default=d.pending_transactions,
+                   help="transactions in no payout yet (no payment_reference); a grow moves them into its first "
+                        "new payout")
+    g.add_argument("--unreconciled-payouts", type=int, default=d.unreconciled_payouts,
+                   help="how many of the oldest payouts have settlement_amount 100 above their transactions' sum")
     g.add_argument("--grow", type=_grow_step, action="append", default=[], metavar="NEW:LATE",
                    help="apply a growth step at start (repeatable), as if POST /_emulator/grow")
     a = p.add_argument_group("auth")
@@ -79,9 +84,20 @@ def build_parser() -> argparse.ArgumentParser:
     f = p.add_argument_group("faults (fractions 0..1 unless noted)")
     f.add_argument("--latency-ms", type=float, default=0.0)
     f.add_argument("--rate-limit-rps", type=float, default=0.0,
-                   help="the merchant's quota per 1-second window (a whole number); 0 = not enforced")
+                   help="the merchant's quota L per second (a whole number); 0 = not enforced")
+    f.add_argument("--rate-limit-accounting", choices=ACCOUNTINGS, default=ACCOUNTINGS[0],
+                   help="how L is counted: fixed 1-second windows (default), a sliding 1-second window, or a "
+                        "bucket of L tokens refilled at L/s")
     f.add_argument("--other-traffic-rps", type=float, default=0.0,
-                   help="requests/s of the same quota used by the merchant's other traffic (its checkout)")
+                   help="average requests/s of the merchant's other traffic (its checkout), counted against "
+                        "the same limit")
+    f.add_argument("--other-traffic-pattern", choices=TRAFFIC_PATTERNS, default=TRAFFIC_PATTERNS[0],
+                   help="steady (evenly spaced, default), step (none until --other-traffic-step-at-s, then "
+                        "twice the average), bursts (4x the average in the first quarter of each second), "
+                        "poisson (exponential inter-arrivals, seeded by --other-traffic-seed)")
+    f.add_argument("--other-traffic-step-at-s", type=float, default=DEFAULT_STEP_AT_S,
+                   help="step: seconds of silence before the other traffic starts")
+    f.add_argument("--other-traffic-seed", type=int, default=0, help="poisson: the seed of the arrival times")
     f.add_argument("--no-retry-after", action="store_true", help="omit Retry-After on 429")
     f.add_argument("--error-5xx", type=float, default=0.0)
     f.add_argument("--connection-reset", type=float, default=0.0)
@@ -108,11 +124,14 @@ def main(argv=None) -> int:
             seed=args.seed, payouts=args.payouts, transactions_per_payout=args.transactions_per_payout,
             currencies=args.currencies, first_payout_date=args.first_payout_date, merchant_id=args.merchant_id,
             identical_rows_per_payout=args.identical_rows_per_payout, purged_order_ratio=args.purged_order_ratio,
-            empty_payouts=args.empty_payouts,
+            empty_payouts=args.empty_payouts, pending_transactions=args.pending_transactions,
+            unreconciled_payouts=args.unreconciled_payouts,
         )
         faults = FaultConfig(
             latency_ms=args.latency_ms, rate_limit_rps=args.rate_limit_rps or None,
-            other_traffic_rps=args.other_traffic_rps,
+            rate_limit_accounting=args.rate_limit_accounting, other_traffic_rps=args.other_traffic_rps,
+            other_traffic_pattern=args.other_traffic_pattern, other_traffic_step_at_s=args.other_traffic_step_at_s,
+            other_traffic_seed=args.other_traffic_seed,
             retry_after=not args.no_retry_after, error_5xx=args.error_5xx,
             connection_reset=args.connection_reset, truncated_body=args.truncated_body,
             invalid_json=args.invalid_json, slow=args.slow, slow_seconds=args.slow_seconds,

@@ -31,7 +31,11 @@ __all__ = ["KlarnaEmulator", "EmulatorStartError"]
 _KNOB_FLAGS = {
     "latency_ms": "--latency-ms",
     "rate_limit_rps": "--rate-limit-rps",
+    "rate_limit_accounting": "--rate-limit-accounting",
     "other_traffic_rps": "--other-traffic-rps",
+    "other_traffic_pattern": "--other-traffic-pattern",
+    "other_traffic_step_at_s": "--other-traffic-step-at-s",
+    "other_traffic_seed": "--other-traffic-seed",
     "error_5xx": "--error-5xx",
     "connection_reset": "--connection-reset",
     "truncated_body": "--truncated-body",
@@ -52,7 +56,8 @@ class KlarnaEmulator:
     ``tls=True`` serves https with a self-signed certificate (``.certificate``, its PEM file): clients
     verifying against the default CA store refuse it.
 
-    ``knobs`` are FaultConfig fields (latency_ms, rate_limit_rps, other_traffic_rps,
+    ``knobs`` are FaultConfig fields (latency_ms, rate_limit_rps, rate_limit_accounting,
+    other_traffic_rps, other_traffic_pattern, other_traffic_step_at_s, other_traffic_seed,
     retry_after, error_5xx, connection_reset, truncated_body, invalid_json, slow,
     slow_seconds, fault_seed, fail_requests, endpoint_faults) applied at start (see faults.py).
     """

@@ -15,8 +15,18 @@ Shape
   ``identical_rows_per_payout`` are byte-for-byte copies of a FEE row of the same
   payout (a duplicated fee line; they are real rows and count in the totals),
   except the ``empty_payouts`` chosen by ``DatasetSpec.is_empty_payout``: no
-  rows at all, every total 0.
-* One order per distinct ``order_id``; an order belongs to exactly one payout.
+  rows at all, every total 0, and a payout that took a pending set in (N rows more).
+* One order per distinct ``order_id``; an order belongs to exactly one payout (or to the pending set).
+* Pending transactions (``pending_transactions`` N > 0): N rows in no payout yet, drawn from
+  ``random.Random(f"{seed}:pending:{n}")`` for the n-th set, in the currency of the next regular payout
+  and dated within a day after the newest payout_date when the set was drawn (sale and capture dates,
+  hence possibly after the payout they later move into). They are served only by the unfiltered
+  ``/transactions`` list, AFTER every payout's rows, and by ``?order_id=``, without the keys
+  ``payment_reference`` and ``payout``. ``grow(new_payouts >= 1)`` moves the set into its first new
+  payout (appended after that payout's own ``transactions_per_payout`` rows, every other byte kept, its
+  totals include them) and draws set n + 1. Their orders are never purged.
+* Unreconciled payouts (``unreconciled_payouts`` U): the first U payouts generated (the oldest) serve
+  ``settlement_amount`` 100 above the signed sum of their rows; every other total is consistent.
 
 The sign convention of the totals is documented in ``transactions.py``; the
 generators are ``transactions.plan_rows`` (rows) and ``orders.py`` (orders), the
@@ -44,7 +54,7 @@ from typing import Iterable, Iterator
 
 from .catalogue import MERCHANT_SETTLEMENT_TYPE, REGISTRATION_CURRENCY, SETTLEMENTS_LINK_BASE, TO_EUR
 from .dates import DAY, HOUR, format_datetime, parse_datetime
-from .orders import OrderDetail, OrderIds, draw_order_details, merchant_order
+from .orders import PENDING_POS_BASE, OrderDetail, OrderIds, draw_order_details, merchant_order
 from .spec import DatasetSpec
 from .transactions import TOTALS_BY_TYPE, TOTALS_KEYS, OrderPlan, PayoutContext, plan_rows, totals_of, \
     transaction_row
@@ -59,6 +69,7 @@ __all__ = [
 ]
 
 PAYOUT_HOUR = 6  # regular payouts are dated 06:00 UTC + their index's seconds
+UNRECONCILED_OFFSET = 100  # minor units added to an unreconciled payout's settlement_amount
 LATE_PAYOUT_HOUR = 18  # late payouts 18:00 UTC, one or two days before the newest payout
 
 
@@ -72,21 +83,35 @@ class PayoutMeta:
     ts: int  #: payout_date, POSIX seconds
     currency: str
     late: bool  #: added by grow(late_payouts=...)
-    row_count: int  #: its number of transactions
+    row_count: int  #: its number of transactions (a pending set it took in included)
+    pending: "PendingSet | None" = None  #: the pending set it took in (its rows follow the payout's own)
     date: str = field(init=False)  #: payout_date as served
 
     def __post_init__(self):
         self.date = format_datetime(self.ts)
 
 
+@dataclass(slots=True)
+class PendingSet:
+    """The n-th set of pending transactions (in no payout yet); generated from ``key`` like a payout."""
+
+    n: int
+    pos: int  #: PENDING_POS_BASE + n: the position its order ids encode
+    key: str  #: seed of its random generator
+    after_ts: int  #: the newest payout_date when it was drawn; its rows are dated within a day after it
+    currency: str  #: that of the regular payout it will move into
+    payout: PayoutMeta | None = None  #: the payout it moved into (set by grow)
+
+
 class _Views:
     """Immutable sorted views over the payout list (swapped atomically on grow)."""
 
     __slots__ = ("metas", "desc", "desc_neg_ts", "desc_by_cur", "desc_neg_ts_by_cur", "asc", "asc_row_starts",
-                 "row_count")
+                 "row_count", "pending", "total_rows")
 
-    def __init__(self, metas, currencies):
+    def __init__(self, metas, currencies, pending=None, pending_rows=0):
         self.metas = tuple(metas)
+        self.pending = pending  #: the current PendingSet (None without pending transactions)
         desc = sorted(self.metas, key=lambda m: (-m.ts, m.ref))
         self.desc = tuple(desc)
         self.desc_neg_ts = [-m.ts for m in desc]
@@ -102,7 +127,8 @@ class _Views:
         for m in self.asc:
             self.asc_row_starts.append(start)
             start += m.row_count
-        self.row_count = start
+        self.row_count = start  #: rows in payouts
+        self.total_rows = start + (pending_rows if pending is not None else 0)  #: pending rows included
 
 
 class _LRU:
@@ -158,6 +184,7 @@ class Dataset:
 
     Read API (expected data for tests; no HTTP involved):
     ``payouts()``, ``payout(ref)``, ``transactions()``, ``transactions_for(ref)``,
+    ``pending_transactions()``, ``unreconciled_payment_references()``,
     ``orders()``, ``order(order_id)``, ``order_ids()``, ``is_purged(order_id)``,
     ``summary(start, end, currency=None)``, ``grow(new_payouts, late_payouts)``.
     """
@@ -175,6 +202,8 @@ class Dataset:
         self._dup = int(sp.identical_rows_per_payout)
         self._first_ts = int(parse_datetime(sp.first_payout_date))
         self._order_ids = OrderIds(sp.seed)
+        self._pending_n = int(sp.pending_transactions)
+        self._sets: list = []  # every PendingSet drawn so far, by n
         self._lock = threading.RLock()
         self._metas: list = []
         self._refs: dict = {}
@@ -186,10 +215,12 @@ class Dataset:
         self._rows_json = _LRU(self.ROW_CACHE_PAYOUTS)
         self._orders_json = _LRU(self.ORDER_CACHE_PAYOUTS)
         self._content = _LRU(self.MATERIALIZED_CACHE_PAYOUTS)
+        self._pending_draws = _LRU(self.MATERIALIZED_CACHE_PAYOUTS)
         with self._lock:
             for _ in range(int(sp.payouts)):
                 self._add_regular()
-            self._views = _Views(self._metas, sp.currencies)
+            pending = self._new_pending_set() if self._pending_n else None
+            self._views = _Views(self._metas, sp.currencies, pending, self._pending_n)
         for step in growth:
             if isinstance(step, dict):
                 self.grow(**step)
@@ -220,29 +251,48 @@ class Dataset:
         rows = 0 if self.spec.is_empty_payout(i) else self._t
         return self._append(f"{self._seed}:{i}", ts, self.spec.currencies[i % self._ncur], False, rows)
 
+    def _newest_ts(self) -> int:
+        if self._metas:
+            return max(m.ts for m in self._metas)
+        return self._first_ts + PAYOUT_HOUR * HOUR
+
+    def _new_pending_set(self) -> PendingSet:
+        n = len(self._sets)
+        pset = PendingSet(n, PENDING_POS_BASE + n, f"{self._seed}:pending:{n}", self._newest_ts(),
+                          self.spec.currencies[self._regular % self._ncur])
+        self._sets.append(pset)
+        return pset
+
     def grow(self, new_payouts: int = 0, late_payouts: int = 0) -> list:
         """Append ``new_payouts`` payouts after the newest one (continuing the
         date sequence) and ``late_payouts`` payouts dated 1-2 days before the
         newest payout date at the time of the call (18:00 UTC + m s; fresh
-        references and transactions). Returns the added payouts (dicts)."""
+        references and transactions). With pending transactions and
+        ``new_payouts >= 1``, the first new payout takes the pending rows in and
+        a fresh pending set is drawn. Returns the added payouts (dicts)."""
         new_payouts, late_payouts = int(new_payouts), int(late_payouts)
         if new_payouts < 0 or late_payouts < 0:
             raise ValueError("new_payouts and late_payouts must be >= 0")
         with self._lock:
-            if self._metas:
-                newest = max(m.ts for m in self._metas)
-            else:
-                newest = self._first_ts + PAYOUT_HOUR * HOUR
+            newest = self._newest_ts()
             newest_day = newest - newest % DAY
             added = [self._add_regular() for _ in range(new_payouts)]
+            pending = self._views.pending
+            if pending is not None and new_payouts:
+                first = added[0]  # the first regular payout of this step
+                assert first.currency == pending.currency
+                first.pending, pending.payout = pending, first
+                first.row_count += self._pending_n
             for _ in range(late_payouts):
                 m = self._late
                 self._late += 1
                 ts = newest_day - (1 + m % 2) * DAY + LATE_PAYOUT_HOUR * HOUR + (m % 3600)
                 added.append(self._append(f"{self._seed}:late:{m}", ts,
                                           self.spec.currencies[m % self._ncur], True, self._t))
+            if pending is not None and new_payouts:
+                pending = self._new_pending_set()
             self._growth.append((new_payouts, late_payouts))
-            self._views = _Views(self._metas, self.spec.currencies)
+            self._views = _Views(self._metas, self.spec.currencies, pending, self._pending_n)
         return [self._payout_dict(m) for m in added]
 
     @property
@@ -255,16 +305,31 @@ class Dataset:
         return len(self._views.metas)
 
     def transaction_count(self) -> int:
-        return self._views.row_count
+        """Rows of the unfiltered /transactions list: every payout's, then the pending ones."""
+        return self._views.total_rows
 
     # ----------------------------------------------------------------- generation
+
+    def _own_row_count(self, meta: PayoutMeta) -> int:
+        """Rows of the payout's own plan (those of a pending set it took in not counted)."""
+        return meta.row_count - (self._pending_n if meta.pending is not None else 0)
 
     def _payout_totals(self, meta: PayoutMeta) -> dict:
         tot = self._totals.get(meta.pos)
         if tot is None:
-            rows, _orders = plan_rows(random.Random(meta.key), meta.row_count, self._dup)
-            tot = self._totals[meta.pos] = totals_of(rows)
+            rows, _orders = plan_rows(random.Random(meta.key), self._own_row_count(meta), self._dup)
+            if meta.pending is not None:
+                rows = rows + self._pending_draw(meta.pending)[0]
+            tot = totals_of(rows)
+            if self.spec.is_unreconciled_payout(meta.pos):  # the first positions are the initial payouts
+                tot["settlement_amount"] += UNRECONCILED_OFFSET
+            self._totals[meta.pos] = tot
         return tot
+
+    def unreconciled_payment_references(self) -> list:
+        """The payouts whose settlement_amount is UNRECONCILED_OFFSET (100) above the signed sum of their
+        transactions, oldest first (the first ``unreconciled_payouts`` payouts generated)."""
+        return [m.ref for m in self._views.metas[:int(self.spec.unreconciled_payouts)]]
 
     def _payout_dict(self, meta: PayoutMeta) -> dict:
         return {
@@ -284,29 +349,56 @@ class Dataset:
             b = self._payout_json[meta.pos] = _dumps(self._payout_dict(meta))
         return b
 
-    def _materialize(self, meta: PayoutMeta) -> PayoutContent:
-        cached = self._content.get(meta.pos)
-        if cached is not None:
-            return cached
-        # One generator per payout: the row plan first, then the orders' details continue its draws.
-        rng = random.Random(meta.key)
-        plans, order_plans = plan_rows(rng, meta.row_count, self._dup)
-        details = draw_order_details(rng, order_plans, self._order_ids, meta.pos, meta.ts, meta.currency)
-        context = PayoutContext(meta.ref, f"{SETTLEMENTS_LINK_BASE}/payouts/{meta.ref}", meta.currency,
-                                TO_EUR.get(meta.currency, 1.0))
+    def _pending_draw(self, pset: PendingSet) -> tuple:
+        """A pending set's (row plans, order plans, order details), from its own generator (LRU cached)."""
+        draw = self._pending_draws.get(pset.n)
+        if draw is None:
+            rng = random.Random(pset.key)
+            plans, order_plans = plan_rows(rng, self._pending_n, 0)
+            details = draw_order_details(rng, order_plans, self._order_ids, pset.pos, pset.after_ts + DAY,
+                                         pset.currency, sale_after=pset.after_ts)
+            draw = (plans, order_plans, details)
+            self._pending_draws.put(pset.n, draw)
+        return draw
+
+    @staticmethod
+    def _build_rows(rows: list, plans: list, details: list, context: PayoutContext):
         built: dict = {}  # a duplicated row is one plan object, hence one dict served twice
-        rows = []
         for plan in plans:
             row = built.get(id(plan))
             if row is None:
                 row = built[id(plan)] = transaction_row(plan, details[plan.order_index], context)
             rows.append(row)
+
+    def _materialize(self, src) -> PayoutContent:
+        """A payout's (or a pending set's) content; ``order_plans``/``order_details`` are its own orders (a
+        payout's rows end with those of the pending set it took in, whose orders stay the set's)."""
+        cached = self._content.get(src.pos)
+        if cached is not None:
+            return cached
+        rows: list = []
+        if isinstance(src, PendingSet):
+            plans, order_plans, details = self._pending_draw(src)
+            self._build_rows(rows, plans, details, PayoutContext(None, None, src.currency,
+                                                                 TO_EUR.get(src.currency, 1.0)))
+        else:
+            meta = src
+            # One generator per payout: the row plan first, then the orders' details continue its draws.
+            rng = random.Random(meta.key)
+            plans, order_plans = plan_rows(rng, self._own_row_count(meta), self._dup)
+            details = draw_order_details(rng, order_plans, self._order_ids, meta.pos, meta.ts, meta.currency)
+            context = PayoutContext(meta.ref, f"{SETTLEMENTS_LINK_BASE}/payouts/{meta.ref}", meta.currency,
+                                    TO_EUR.get(meta.currency, 1.0))
+            self._build_rows(rows, plans, details, context)
+            if meta.pending is not None:
+                pending_plans, _pending_orders, pending_details = self._pending_draw(meta.pending)
+                self._build_rows(rows, pending_plans, pending_details, context)
         content = PayoutContent(rows, order_plans, details)
-        self._content.put(meta.pos, content)
+        self._content.put(src.pos, content)
         return content
 
-    def _rows_entry(self, meta: PayoutMeta) -> SerializedRows:
-        """A payout's serialized rows (LRU cached)."""
+    def _rows_entry(self, meta) -> SerializedRows:
+        """A payout's (or a pending set's) serialized rows (LRU cached)."""
         ent = self._rows_json.get(meta.pos)
         if ent is None:
             content = self._materialize(meta)
@@ -316,42 +408,72 @@ class Dataset:
 
     # ----------------------------------------------------------------- orders
 
-    def is_purged(self, order_id: str) -> bool:
-        ratio = float(self.spec.purged_order_ratio)
-        if ratio <= 0:
-            return False
+    def _purged(self, order_id: str, ratio: float) -> bool:
         h = int.from_bytes(hashlib.sha1(f"{self._seed}:purge:{order_id}".encode()).digest()[:8], "big")
         return h / 2.0 ** 64 < ratio
 
-    def _payout_of_order(self, order_id: str) -> PayoutMeta | None:
-        """The payout an order id says it belongs to (or None); the order itself may still not exist."""
+    def is_purged(self, order_id: str) -> bool:
+        """Whether the order answers 404 (``purged_order_ratio``); orders of pending sets never do."""
+        ratio = float(self.spec.purged_order_ratio)
+        if ratio <= 0:
+            return False
         located = self._order_ids.locate(order_id)
-        if located is None or located[0] >= len(self._views.metas):
+        if located is not None and located[0] >= PENDING_POS_BASE:
+            return False
+        return self._purged(order_id, ratio)
+
+    def _order_source(self, order_id: str):
+        """The PayoutMeta or PendingSet an order id says it belongs to (or None); the order itself may
+        still not exist."""
+        located = self._order_ids.locate(order_id)
+        if located is None:
             return None
-        return self._views.metas[located[0]]
+        pos = located[0]
+        views = self._views
+        if pos >= PENDING_POS_BASE:
+            n = pos - PENDING_POS_BASE
+            if views.pending is None or n > views.pending.n:
+                return None
+            return self._sets[n]
+        if pos >= len(views.metas):
+            return None
+        return views.metas[pos]
 
-    def _order_json(self, meta: PayoutMeta, plan: OrderPlan, detail: OrderDetail, k: int) -> bytes:
-        rng = random.Random(f"{meta.key}:order:{k}")
-        return _dumps(merchant_order(plan, detail, rng, meta.currency))
+    def _order_json(self, src, plan: OrderPlan, detail: OrderDetail, k: int) -> bytes:
+        rng = random.Random(f"{src.key}:order:{k}")
+        return _dumps(merchant_order(plan, detail, rng, src.currency))
 
-    def _orders_entry(self, meta: PayoutMeta) -> dict:
-        """order_id -> serialized order, for the payout's orders that are not purged (LRU cached)."""
-        ent = self._orders_json.get(meta.pos)
+    def _orders_entry(self, src) -> dict:
+        """order_id -> serialized order, for the payout's (or pending set's) orders that are not purged
+        (LRU cached)."""
+        ent = self._orders_json.get(src.pos)
         if ent is None:
-            content = self._materialize(meta)
+            content = self._materialize(src)
+            ratio = 0.0 if isinstance(src, PendingSet) else float(self.spec.purged_order_ratio)
             ent = {}
             for k, (plan, detail) in enumerate(zip(content.order_plans, content.order_details)):
-                if not self.is_purged(detail.order_id):
-                    ent[detail.order_id] = self._order_json(meta, plan, detail, k)
-            self._orders_json.put(meta.pos, ent)
+                if ratio <= 0 or not self._purged(detail.order_id, ratio):
+                    ent[detail.order_id] = self._order_json(src, plan, detail, k)
+            self._orders_json.put(src.pos, ent)
         return ent
+
+    def _order_sources(self) -> Iterator:
+        """Payouts in payout_date ascending order, each followed by the pending set it took in, then the
+        current pending set: the order of the unfiltered /transactions list."""
+        views = self._views
+        for meta in views.asc:
+            yield meta
+            if meta.pending is not None:
+                yield meta.pending
+        if views.pending is not None:
+            yield views.pending
 
     def order_json(self, order_id: str):
         """Serialized MerchantOrderDto, or None (unknown or purged)."""
-        meta = self._payout_of_order(order_id)
-        if meta is None:
+        src = self._order_source(order_id)
+        if src is None:
             return None
-        return self._orders_entry(meta).get(order_id)
+        return self._orders_entry(src).get(order_id)
 
     def order(self, order_id: str):
         """The order exactly as served, or None when unknown or purged (404)."""
@@ -359,16 +481,16 @@ class Dataset:
         return None if b is None else json.loads(b)
 
     def order_ids(self, include_purged: bool = True) -> Iterator[str]:
-        """Every distinct order id, payouts in payout_date ascending order."""
-        for meta in self._views.asc:
-            for detail in self._materialize(meta).order_details:
+        """Every distinct order id, payouts in payout_date ascending order (pending ones last)."""
+        for src in self._order_sources():
+            for detail in self._materialize(src).order_details:
                 if include_purged or not self.is_purged(detail.order_id):
                     yield detail.order_id
 
     def orders(self) -> Iterator[dict]:
-        """Every served (non purged) order, payouts in payout_date ascending order."""
-        for meta in self._views.asc:
-            for b in self._orders_entry(meta).values():
+        """Every served (non purged) order, payouts in payout_date ascending order (pending ones last)."""
+        for src in self._order_sources():
+            for b in self._orders_entry(src).values():
                 yield json.loads(b)
 
     # ----------------------------------------------------------------- payouts
@@ -445,22 +567,31 @@ class Dataset:
 
     def transactions_page(self, payment_reference=None, order_id=None, offset=0, size=20):
         """-> (list of serialized rows, total) for /transactions."""
+        views = self._views
         if payment_reference is None and order_id is None:
-            views = self._views
-            metas, total = views.asc, views.row_count
+            metas, total = views.asc, views.total_rows
             out = []
             if offset >= total:
                 return out, total
-            i = bisect.bisect_right(views.asc_row_starts, offset) - 1
-            j = offset - views.asc_row_starts[i]
-            while len(out) < size and i < len(metas):
-                if metas[i].row_count:
-                    rows = self._rows_entry(metas[i]).rows
-                    out.extend(rows[j:j + size - len(out)])
-                i, j = i + 1, 0
+            if offset < views.row_count:
+                i = bisect.bisect_right(views.asc_row_starts, offset) - 1
+                j = offset - views.asc_row_starts[i]
+                while len(out) < size and i < len(metas):
+                    if metas[i].row_count:
+                        rows = self._rows_entry(metas[i]).rows
+                        out.extend(rows[j:j + size - len(out)])
+                    i, j = i + 1, 0
+            if len(out) < size and views.pending is not None:  # the pending rows come last
+                j = max(0, offset - views.row_count)
+                out.extend(self._rows_entry(views.pending).rows[j:j + size - len(out)])
             return out, total
         if order_id is not None:
-            meta = self._payout_of_order(order_id)
+            meta = self._order_source(order_id)
+            if isinstance(meta, PendingSet):
+                if meta is views.pending:  # still pending: no payment_reference matches it
+                    meta = None if payment_reference is not None else meta
+                else:
+                    meta = meta.payout
             if meta is None:
                 return [], 0
             if payment_reference is not None and meta.ref != payment_reference:
@@ -483,10 +614,20 @@ class Dataset:
 
     def transactions(self) -> Iterator[dict]:
         """Every row, exactly as served by /transactions without filters: payouts
-        in payout_date ascending order, then generated order."""
-        for meta in self._views.asc:
+        in payout_date ascending order, then generated order; the pending rows last."""
+        views = self._views
+        for meta in views.asc:
             for r in self._materialize(meta).rows:
                 yield dict(r)
+        if views.pending is not None:
+            for r in self._materialize(views.pending).rows:
+                yield dict(r)
+
+    def pending_transactions(self) -> list:
+        """The current pending rows (in no payout yet; no ``payment_reference``, no ``payout``), exactly as
+        served at the end of the unfiltered /transactions list."""
+        pending = self._views.pending
+        return [] if pending is None else [dict(r) for r in self._materialize(pending).rows]
 
     def stats(self) -> dict:
         return {"payouts": self.payout_count, "transactions": self.transaction_count(),

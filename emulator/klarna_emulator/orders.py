@@ -1,5 +1,6 @@
 """Orders: the details every row of an order repeats (drawn right after the payout's row plan), order
-ids that encode where their order lives, and Klarna's ``MerchantOrderDto`` for an order.
+ids that encode where their order lives, and Klarna's ``MerchantOrderDto`` for an order. The records it
+makes and reads (``OrderDetail``, ``OrderPlan``) live in ``records.py``, re-exported here.
 
 An order id is a random-looking UUID whose last 48 bits are a bijective mix of ``(payout position,
 order index)``, so ``GET /orders/{id}`` finds its payout without an index over all orders.
@@ -8,54 +9,23 @@ from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import dataclass
-from typing import NamedTuple
 
 from .catalogue import (CARRIERS, CITIES, CODE_ALPHABET, COUNTRIES_BY_CURRENCY, DIAL_CODES, DISPUTE_CATEGORIES,
                         EU_NEIGHBOURS, FAMILY_NAMES, GIVEN_NAMES, GOODS_VAT_RATE, LOCALES, PAYMENT_METHODS, PRODUCTS,
-                        STREETS, US_REGIONS, PaymentMethod)
+                        STREETS, US_REGIONS)
 from .dates import DAY, HOUR, format_datetime
-from .transactions import OrderPlan
+from .records import CaptureEvent, OrderDetail, OrderPlan, RefundEvent
 
-__all__ = ["MAX_ORDERS_PER_PAYOUT", "CaptureEvent", "RefundEvent", "OrderDetail", "OrderIds", "draw_order_details",
-           "merchant_order"]
+__all__ = ["MAX_ORDERS_PER_PAYOUT", "PENDING_POS_BASE", "CaptureEvent", "RefundEvent", "OrderDetail", "OrderPlan",
+           "OrderIds", "draw_order_details", "merchant_order"]
 
 MAX_ORDERS_PER_PAYOUT = 1 << 16
+#: order ids of pending transactions encode position ``PENDING_POS_BASE + n`` for the n-th pending set
+#: (payouts take the positions below it, see ``spec.MAX_PAYOUTS``)
+PENDING_POS_BASE = 1 << 31
 _MASK48 = (1 << 48) - 1
 _MIX = 0x9E3779B97F4B  # odd 48-bit multiplier (bijective mixing of order ids)
 _MIX_INV = pow(_MIX, -1, 1 << 48)
-
-
-class CaptureEvent(NamedTuple):
-    capture_id: str
-    ts: int
-    merchant_reference: str | None  #: the merchant's capture reference (CAP-...), when it sent one
-
-
-class RefundEvent(NamedTuple):
-    refund_id: str
-    ts: int
-    merchant_reference: str | None  #: the merchant's refund reference (RET-...), when it sent one
-
-
-@dataclass(frozen=True, slots=True)
-class OrderDetail:
-    """What an order's transaction rows and its MerchantOrderDto share."""
-
-    order_id: str
-    short_id: str  #: klarna_reference / short_order_id
-    merchant_reference1: str
-    merchant_reference2: str | None
-    purchase_country: str
-    shipping_country: str
-    payment_method: PaymentMethod
-    installments: int | None
-    sale_ts: int
-    sale_date: str
-    captures: tuple  #: CaptureEvent per captured amount of the plan
-    refunds: tuple  #: RefundEvent per refunded amount of the plan
-    last_capture_ts: int  #: capture_date of the order's rows that are neither SALE, FEE nor RETURN
-    dispute_reference: str  #: reversal_reference of its REVERSAL rows
 
 
 def uuid4(rng: random.Random) -> str:
@@ -92,9 +62,16 @@ class OrderIds:
 
 
 def draw_order_details(rng: random.Random, plans: list, order_ids: OrderIds, payout_pos: int, payout_ts: int,
-                       currency: str) -> list:
-    """One OrderDetail per OrderPlan, drawn from ``rng`` right after the payout's row plan."""
+                       currency: str, sale_after: int | None = None) -> list:
+    """One OrderDetail per OrderPlan, drawn from ``rng`` right after the payout's row plan.
+
+    A payout's orders are sold 3 to 14 days before ``payout_ts``, captured within a day of each other and
+    refunded at the latest an hour before ``payout_ts``. With ``sale_after`` (pending transactions, in no
+    payout yet) an order is sold within 6 hours after ``sale_after``, captured within 6 hours of each
+    other, and refunded at the latest an hour before ``payout_ts`` (pass ``sale_after + DAY``).
+    """
     rand = rng.random
+    step = DAY if sale_after is None else 6 * HOUR
     countries = COUNTRIES_BY_CURRENCY.get(currency, ("US",))
     details = []
     for k, plan in enumerate(plans):
@@ -105,16 +82,19 @@ def draw_order_details(rng: random.Random, plans: list, order_ids: OrderIds, pay
         method = PAYMENT_METHODS[int(rand() * len(PAYMENT_METHODS))]
         choices = method.installment_choices
         installments = choices[int(rand() * len(choices))] if choices else None
-        sale_ts = payout_ts - 3 * DAY - int(rand() * 11 * DAY)
+        if sale_after is None:
+            sale_ts = payout_ts - 3 * DAY - int(rand() * 11 * DAY)
+        else:
+            sale_ts = sale_after + 60 + int(rand() * step)
         captures = []
         t = sale_ts
         for _amount in plan.captures:
-            t = t + 600 + int(rand() * DAY)
+            t = t + 600 + int(rand() * step)
             captures.append(CaptureEvent(uuid4(rng), t, (f"CAP-{code(rng, 8)}" if rand() < 0.7 else None)))
         refunds = []
         rt = t
         for _amount in plan.refunds:
-            rt = min(rt + HOUR + int(rand() * DAY), payout_ts - HOUR)
+            rt = min(rt + HOUR + int(rand() * step), payout_ts - HOUR)
             refunds.append(RefundEvent(uuid4(rng), rt, (f"RET-{code(rng, 8)}" if rand() < 0.7 else None)))
         short_id = code(rng, 7)
         merchant_reference1 = str(10000000 + int(rand() * 90000000))

@@ -184,6 +184,7 @@ class EmulatorState:
                 "by_status": dict(sorted(self._by_status.items())),
                 "rate_limited": self._rate_limited,
                 "rate_limit": self.faults.limiter.stats(),
+                "rate_limit_sharing": self.faults.limiter.sharing(),
                 "faults": dict(sorted(self._faults.items())),
                 "by_endpoint": dict(sorted(self._by_endpoint.items())),
             }
@@ -320,7 +321,7 @@ class KlarnaHandler(BaseHTTPRequestHandler):
         if fault == "rate_limit":
             extra = rate_headers
             if config.retry_after:
-                extra += (("Retry-After", retry_after_header(rate.seconds_to_reset)),)
+                extra += (("Retry-After", retry_after_header(rate.retry_after_seconds)),)
             state.record(n, method, path, query, 429, fault, endpoint, rate)
             self._send(429, error_body("RATE_LIMITED", "Too many requests, slow down.", cid), cid, extra)
             return

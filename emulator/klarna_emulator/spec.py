@@ -5,11 +5,12 @@ import re
 from dataclasses import dataclass
 
 from .dates import parse_datetime
-from .orders import MAX_ORDERS_PER_PAYOUT
+from .orders import MAX_ORDERS_PER_PAYOUT, PENDING_POS_BASE
 
 __all__ = ["DatasetSpec", "MAX_PAYOUTS"]
 
-MAX_PAYOUTS = 1 << 32
+#: payout positions are 32 bits of an order id; the upper half is the pending transactions' (orders.py)
+MAX_PAYOUTS = PENDING_POS_BASE
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,12 @@ class DatasetSpec:
     purged_order_ratio: float = 0.0
     #: how many of the initial payouts have no transactions at all (every k-th, k = payouts // empty_payouts)
     empty_payouts: int = 0
+    #: transactions not yet in any payout: in the unfiltered /transactions list (after every payout's
+    #: rows) without payment_reference and payout; each grow(new_payouts >= 1) moves them into its first
+    #: new payout and draws a fresh set
+    pending_transactions: int = 0
+    #: how many of the oldest payouts (the first generated) serve settlement_amount 100 above their rows' sum
+    unreconciled_payouts: int = 0
 
     def __post_init__(self):
         cur = self.currencies
@@ -43,6 +50,10 @@ class DatasetSpec:
             raise ValueError("purged_order_ratio must be in [0, 1]")
         if not (0 <= int(self.empty_payouts) <= int(self.payouts)):
             raise ValueError("empty_payouts must be in [0, payouts]")
+        if not (0 <= int(self.pending_transactions) < MAX_ORDERS_PER_PAYOUT):
+            raise ValueError("pending_transactions must be in [0, 65535]")
+        if not (0 <= int(self.unreconciled_payouts) <= int(self.payouts)):
+            raise ValueError("unreconciled_payouts must be in [0, payouts]")
         parse_datetime(self.first_payout_date)  # validates
 
     def is_empty_payout(self, i: int) -> bool:
@@ -54,6 +65,11 @@ class DatasetSpec:
             return False
         k = int(self.payouts) // empty
         return i % k == k - 1 and i < k * empty
+
+    def is_unreconciled_payout(self, i: int) -> bool:
+        """Whether regular payout ``i`` (0-based generation order) serves a ``settlement_amount`` 100
+        above the signed sum of its transactions: the first ``unreconciled_payouts`` ones, the oldest."""
+        return i < int(self.unreconciled_payouts)
 
     def to_cli_args(self) -> list:
         """The ``python -m klarna_emulator`` flags describing this spec."""
@@ -67,4 +83,6 @@ class DatasetSpec:
             "--identical-rows-per-payout", str(self.identical_rows_per_payout),
             "--purged-order-ratio", repr(float(self.purged_order_ratio)),
             "--empty-payouts", str(self.empty_payouts),
+            "--pending-transactions", str(self.pending_transactions),
+            "--unreconciled-payouts", str(self.unreconciled_payouts),
         ]

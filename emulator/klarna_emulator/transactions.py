@@ -33,19 +33,22 @@ TAX, HOLDBACK, CHARGE. ``settlement_amount`` is always exactly this signed sum
 ``deposit_amount = -settlement_amount`` and ``closing_debt_balance_amount =
 deposit_amount``. Otherwise ``deposit_amount``, ``opening_debt_balance_amount``
 and ``closing_debt_balance_amount`` are 0 (opening is always 0).
+
+The one deliberate exception: the ``DatasetSpec.unreconciled_payouts`` oldest
+payouts (``Dataset.unreconciled_payment_references()``) serve
+``settlement_amount`` = that signed sum + 100 (every other total, deposit and
+debt balances included, is still computed from the rows), so a reconciliation
+of payouts against their transactions catches exactly those.
 """
 from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 from .catalogue import FEE_VAT_RATE, KLARNA_COMMENTS, MISC_TOTAL_WEIGHT, REGISTRATION_CURRENCY, misc_kind_at
 from .dates import format_datetime
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .orders import OrderDetail
+from .records import OrderDetail, OrderPlan
 
 __all__ = ["TOTALS_BY_TYPE", "TOTALS_KEYS", "RowPlan", "OrderPlan", "PayoutContext", "plan_rows", "totals_of",
            "transaction_row"]
@@ -89,21 +92,12 @@ class RowPlan(NamedTuple):
     sub_index: int  #: capture index for SALE/FEE, refund index for RETURN, -1 otherwise
 
 
-@dataclass(slots=True)
-class OrderPlan:
-    """What the row plan decided about one order (amounts in minor units)."""
-
-    authorized: int
-    captures: list  #: captured amounts, one per capture
-    refunds: list  #: refunded amounts, one per refund (RETURN row)
-    released: bool  #: the authorized rest was released (the order is CLOSED, not PART_CAPTURED)
-
-
 class PayoutContext(NamedTuple):
-    """What every row of one payout repeats."""
+    """What every row of one payout repeats. A pending transaction (in no payout yet) has
+    ``payment_reference`` and ``payout_link`` None: its row has neither key."""
 
-    payment_reference: str
-    payout_link: str
+    payment_reference: str | None
+    payout_link: str | None
     currency: str
     to_registration_currency: float
 
@@ -210,7 +204,7 @@ def totals_of(rows) -> dict:
     return {k: sums[k] for k in TOTALS_KEYS}
 
 
-def transaction_row(plan: RowPlan, order: "OrderDetail", payout: PayoutContext) -> dict:
+def transaction_row(plan: RowPlan, order: OrderDetail, payout: PayoutContext) -> dict:
     """Klarna's ``Transaction`` for one planned row of ``order`` (key order is part of the bytes)."""
     t = plan.type
     refund = None
@@ -230,10 +224,12 @@ def transaction_row(plan: RowPlan, order: "OrderDetail", payout: PayoutContext) 
         "sale_date": order.sale_date,
         "type": t,
         "capture_date": capture_date,
-        "payment_reference": payout.payment_reference,
-        "order_id": order.order_id,
-        "payout": payout.payout_link,
     }
+    if payout.payment_reference is not None:
+        row["payment_reference"] = payout.payment_reference
+    row["order_id"] = order.order_id
+    if payout.payout_link is not None:
+        row["payout"] = payout.payout_link
     if refund is not None:
         row["refund_id"] = refund.refund_id
     row["short_order_id"] = order.short_id

@@ -1,5 +1,5 @@
 """orders, captures and refunds on Airbyte's stock declarative runtime: the manifest read by the CDK's own
-source class, without SourceKlarna (which only registers the components), with the streams in any
+source class, without SourceKlarna (which only registers components.py), with the streams in any
 catalog order. Each order the transactions name is requested once, and the records are the same."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from airbyte_cdk.sources.declarative.parsers.custom_code_compiler import SDM_COM
 from airbyte_cdk.sources.declarative.yaml_declarative_source import YamlDeclarativeSource
 from airbyte_cdk.test.entrypoint_wrapper import EntrypointOutput, read
 
-import source_klarna.components
-from source_klarna.source import manifest_path
+import components
+from source_klarna.run import connector_file
 from unit_tests.mock_server import response_builder as rb
 from unit_tests.mock_server.config import ConfigBuilder
 from unit_tests.mock_server.klarna_mock import serve_account
@@ -27,11 +27,11 @@ ITEMS = ("orders", "captures", "refunds")
 
 
 def _read_without_source_klarna(config: Dict[str, Any], streams: Mapping[str, SyncMode], state: Any = None) -> EntrypointOutput:
-    """What `source-declarative-manifest --components-path source_klarna/components.py` does: the
+    """What `source-declarative-manifest --components-path components.py` does: the
     components registered under the runtime's module name, the manifest read by the CDK's source."""
     configured = catalog(streams)
-    with mock.patch.dict(sys.modules, {SDM_COMPONENTS_MODULE_NAME: source_klarna.components}), mock.patch("time.sleep"):
-        source = YamlDeclarativeSource(path_to_yaml=str(manifest_path()), catalog=configured, config=config, state=state)
+    with mock.patch.dict(sys.modules, {SDM_COMPONENTS_MODULE_NAME: components}), mock.patch("time.sleep"):
+        source = YamlDeclarativeSource(path_to_yaml=str(connector_file("manifest.yaml")), catalog=configured, config=config, state=state)
         return read(source, config, configured, state)
 
 

@@ -1,0 +1,140 @@
+{#- Where each order's money is: captured and refunded (Order Management API), settled in which
+    payouts (the order's transactions in payouts), waiting in pending transactions (not in a payout
+    yet), and what is still outstanding: captured minus refunded that no settlement transaction
+    (paid out or pending) accounts for yet. `_minor` in minor units, the others in major units. -#}
+{% set using_pending = var('klarna__using_pending_transactions', true) %}
+
+with orders as (
+  select * from {{ ref('stg_klarna__orders') }}
+),
+
+captures as (
+  select order_id, count(*) as capture_count, sum(captured_amount_minor) as captures_amount_minor
+  from {{ ref('stg_klarna__captures') }}
+  group by order_id
+),
+
+refunds as (
+  select order_id, count(*) as refund_count, sum(refunded_amount_minor) as refunds_amount_minor
+  from {{ ref('stg_klarna__refunds') }}
+  group by order_id
+),
+
+settled_transactions as (
+  select order_id, payment_reference, payout_date, transaction_type, amount_minor, signed_amount_minor
+  from {{ ref('stg_klarna__transactions') }}
+  where order_id is not null
+),
+
+settled as (
+  select
+    order_id,
+    count(distinct payment_reference) as payout_count,
+    min(payout_date) as first_payout_date,
+    max(payout_date) as last_payout_date,
+    sum(case when transaction_type = 'SALE' then amount_minor else 0 end) as paid_out_sale_amount_minor,
+    sum(case when transaction_type = 'RETURN' then amount_minor else 0 end) as paid_out_return_amount_minor,
+    sum(case when transaction_type in {{ klarna_in_list(klarna_fee_types_charged()) }} then amount_minor
+             when transaction_type in {{ klarna_in_list(klarna_fee_types_refunded()) }} then -amount_minor
+             else 0 end) as paid_out_fee_amount_minor,
+    sum(signed_amount_minor) as paid_out_net_amount_minor
+  from settled_transactions
+  group by order_id
+),
+
+order_payouts as (
+  select distinct order_id, payment_reference
+  from settled_transactions
+),
+
+payout_lists as (
+  select
+    order_id,
+    {{ dbt.listagg('payment_reference', "', '", 'order by payment_reference') }} as payment_references
+  from order_payouts
+  group by order_id
+),
+
+pending as (
+  {%- if using_pending %}
+  select
+    order_id,
+    count(*) as pending_transaction_count,
+    sum(case when transaction_type = 'SALE' then amount_minor else 0 end) as pending_sale_amount_minor,
+    sum(case when transaction_type = 'RETURN' then amount_minor else 0 end) as pending_return_amount_minor,
+    sum(signed_amount_minor) as pending_net_amount_minor
+  from {{ ref('stg_klarna__pending_transactions') }}
+  where order_id is not null
+  group by order_id
+  {%- else %}
+  {#- pending_transactions not synced: no row, same columns. #}
+  select
+    cast(null as {{ dbt.type_string() }}) as order_id,
+    cast(0 as {{ dbt.type_bigint() }}) as pending_transaction_count,
+    cast(0 as {{ dbt.type_bigint() }}) as pending_sale_amount_minor,
+    cast(0 as {{ dbt.type_bigint() }}) as pending_return_amount_minor,
+    cast(0 as {{ dbt.type_bigint() }}) as pending_net_amount_minor
+  from orders
+  where 1 = 0
+  {%- endif %}
+),
+
+joined as (
+  select
+    orders.order_id,
+    orders.status,
+    orders.currency_code,
+    orders.purchase_country,
+    orders.merchant_reference1,
+    orders.created_at,
+    orders.order_amount_minor,
+    orders.captured_amount_minor,
+    orders.refunded_amount_minor,
+    orders.remaining_authorized_amount_minor,
+    coalesce(captures.capture_count, 0) as capture_count,
+    coalesce(refunds.refund_count, 0) as refund_count,
+    coalesce(settled.payout_count, 0) as payout_count,
+    payout_lists.payment_references,
+    settled.first_payout_date,
+    settled.last_payout_date,
+    coalesce(settled.paid_out_sale_amount_minor, 0) as paid_out_sale_amount_minor,
+    coalesce(settled.paid_out_return_amount_minor, 0) as paid_out_return_amount_minor,
+    coalesce(settled.paid_out_fee_amount_minor, 0) as paid_out_fee_amount_minor,
+    coalesce(settled.paid_out_net_amount_minor, 0) as paid_out_net_amount_minor,
+    coalesce(pending.pending_transaction_count, 0) as pending_transaction_count,
+    coalesce(pending.pending_sale_amount_minor, 0) as pending_sale_amount_minor,
+    coalesce(pending.pending_return_amount_minor, 0) as pending_return_amount_minor,
+    coalesce(pending.pending_net_amount_minor, 0) as pending_net_amount_minor
+  from orders
+  left join captures on captures.order_id = orders.order_id
+  left join refunds on refunds.order_id = orders.order_id
+  left join settled on settled.order_id = orders.order_id
+  left join payout_lists on payout_lists.order_id = orders.order_id
+  left join pending on pending.order_id = orders.order_id
+),
+
+balanced as (
+  select
+    joined.*,
+    captured_amount_minor - refunded_amount_minor as net_captured_amount_minor,
+    (captured_amount_minor - refunded_amount_minor)
+      - (paid_out_sale_amount_minor - paid_out_return_amount_minor)
+      - (pending_sale_amount_minor - pending_return_amount_minor) as outstanding_amount_minor
+  from joined
+)
+
+select
+  balanced.*,
+  case
+    when captured_amount_minor = 0 then 'not_captured'
+    when outstanding_amount_minor > 0 then 'awaiting_settlement'
+    when outstanding_amount_minor < 0 then 'over_settled'
+    when pending_transaction_count > 0 then 'pending_payout'
+    else 'paid_out'
+  end as settlement_status,
+  {%- for a in ['order_amount', 'captured_amount', 'refunded_amount', 'net_captured_amount', 'paid_out_sale_amount',
+                'paid_out_return_amount', 'paid_out_fee_amount', 'paid_out_net_amount', 'pending_sale_amount',
+                'pending_return_amount', 'pending_net_amount', 'outstanding_amount'] %}
+  {{ klarna_to_major_units(a ~ '_minor', 'currency_code') }} as {{ a }}{% if not loop.last %},{% endif %}
+  {%- endfor %}
+from balanced
