@@ -6,6 +6,7 @@ from typing import Iterator
 
 import pytest
 
+from connector_runner import FORMS, assert_manifest_only_form_ready
 from klarna_emulator import DatasetSpec, KlarnaEmulator
 
 # A distinctive password: every end-to-end test can assert it leaks into no output.
@@ -34,3 +35,12 @@ def make_emulator():
     yield start
     for server in started:
         server.__exit__(None, None, None)
+
+
+@pytest.fixture(params=FORMS)
+def form(request) -> str:
+    """The connector's form, "package" or "manifest-only" (connector_runner): a test that takes it
+    runs against both, with the same assertions."""
+    if request.param == "manifest-only":
+        assert_manifest_only_form_ready()
+    return request.param

@@ -1,5 +1,14 @@
-"""Runs the installed `source-klarna` executable as a subprocess, the way Airbyte runs the image.
+"""Runs the connector as a subprocess, the way Airbyte runs the image, in either of its two forms:
 
+* "package": the `source-klarna` executable of this environment, with the checkout first on
+  PYTHONPATH, so that it launches the repository's manifest.yaml and components.py (the ones the lead
+  edits), not the copies in the installed wheel, which may be older;
+* "manifest-only": Airbyte's stock runtime, `source-declarative-manifest` of a virtual environment that
+  has airbyte-cdk and not this package (.venv-manifest-only), on build/manifest-only/ (`make
+  manifest-only`: the root's two files, copied), with AIRBYTE_ENABLE_UNSAFE_CODE=true as Airbyte sets it
+  for a connector with a components.py.
+
+Both run the same two files the same way, so a test parametrised over `FORMS` asserts the same of both.
 Output is parsed line by line as it arrives (records are kept, but a caller can ask for counts only),
 and every run has a hard timeout so a hang fails the test instead of the CI job.
 """
@@ -16,7 +25,58 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
+ROOT = Path(__file__).resolve().parents[1]
 EXECUTABLE = Path(sys.executable).with_name("source-klarna")
+FORMS = ("package", "manifest-only")
+MANIFEST_ONLY_BUILD = ROOT / "build" / "manifest-only"
+MANIFEST_ONLY_VENV = Path(os.environ.get("SOURCE_KLARNA_MANIFEST_ONLY_VENV", ROOT / ".venv-manifest-only"))
+MANIFEST_ONLY_RUNTIME = MANIFEST_ONLY_VENV / "bin" / "source-declarative-manifest"
+# What the package form puts first on the path: the checkout's source_klarna, which launches the
+# checkout's manifest.yaml and components.py (source_klarna.run.connector_file).
+CHECKOUT_FIRST = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")]))}
+
+
+def assert_manifest_only_form_ready() -> None:
+    """The manifest-only form can run, and runs the root's files as they are now: a missing or stale
+    build fails the test (it is not skipped), with what to run."""
+    assert MANIFEST_ONLY_RUNTIME.exists(), f"no {MANIFEST_ONLY_RUNTIME}: `make test` (or `make .venv-manifest-only/.installed`) makes it"
+    stale = [
+        name for name in ("manifest.yaml", "components.py")
+        if not (MANIFEST_ONLY_BUILD / name).is_file() or (MANIFEST_ONLY_BUILD / name).read_bytes() != (ROOT / name).read_bytes()
+    ]
+    assert not stale, f"build/manifest-only/ lacks the root's {stale}: run `.venv/bin/python -m scripts.manifest_only`"
+
+
+def connector_command(form: str, verb: str, arguments: List[str], manifest_file: Optional[Path] = None) -> Tuple[List[str], Dict[str, str]]:
+    """(command, environment) of one run of the connector in `form`, on the shipped manifest or on
+    `manifest_file` (a patched copy; components.py stays the shipped one). Run it in a directory of
+    its own (the protocol files' temporary one): nothing of the checkout is importable from there but
+    what PYTHONPATH names."""
+    if form == "package":
+        if manifest_file is None:
+            return [str(EXECUTABLE), verb, *arguments], {**os.environ, **CHECKOUT_FIRST}
+        return [sys.executable, "-c", PATCHED_MANIFEST_LAUNCHER, str(manifest_file), verb, *arguments], {**os.environ, **CHECKOUT_FIRST}
+    if form == "manifest-only":
+        assert_manifest_only_form_ready()
+        manifest = manifest_file or MANIFEST_ONLY_BUILD / "manifest.yaml"
+        command = [
+            str(MANIFEST_ONLY_RUNTIME), verb, *arguments,
+            "--manifest-path", str(manifest), "--components-path", str(MANIFEST_ONLY_BUILD / "components.py"),
+        ]
+        environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+        return command, {**environment, "AIRBYTE_ENABLE_UNSAFE_CODE": "true"}
+    raise ValueError(f"unknown form {form!r}: one of {FORMS}")
+
+
+# Runs the package's own launcher (source_klarna.run) with the manifest read from argv[1] instead of
+# the shipped one: for what-if runs of a manifest change (a faster backoff) without touching the file.
+PATCHED_MANIFEST_LAUNCHER = """
+import pathlib, sys
+import source_klarna.run as launcher
+manifest, shipped = pathlib.Path(sys.argv.pop(1)), launcher.connector_file
+launcher.connector_file = lambda name: manifest if name == "manifest.yaml" else shipped(name)
+launcher.run(sys.argv[1:])
+"""
 
 
 def configured_catalog(streams: Iterable[str], sync_mode: str = "incremental") -> Dict[str, Any]:
@@ -36,14 +96,25 @@ def configured_catalog(streams: Iterable[str], sync_mode: str = "incremental") -
         "orders": [["order_id"]],
         "captures": [["capture_id"]],
         "refunds": [["refund_id"]],
+        "pending_transactions": [["transaction_key"]],
     }
+    # Streams with full refresh only: the platform configures them so whatever the others' mode.
+    full_refresh_only = {"pending_transactions"}
+
+    def mode(name: str) -> str:
+        return "full_refresh" if name in full_refresh_only else sync_mode
+
     return {
         "streams": [
             {
-                "stream": {"name": name, "json_schema": {}, "supported_sync_modes": ["full_refresh", "incremental"]},
-                "sync_mode": sync_mode,
-                "destination_sync_mode": "append_dedup" if sync_mode == "incremental" else "overwrite",
-                "cursor_field": cursor.get(name, []) if sync_mode == "incremental" else [],
+                "stream": {
+                    "name": name,
+                    "json_schema": {},
+                    "supported_sync_modes": ["full_refresh"] if name in full_refresh_only else ["full_refresh", "incremental"],
+                },
+                "sync_mode": mode(name),
+                "destination_sync_mode": "append_dedup" if mode(name) == "incremental" else "overwrite",
+                "cursor_field": cursor.get(name, []) if mode(name) == "incremental" else [],
                 "primary_key": keys.get(name, []),
             }
             for name in streams
@@ -133,10 +204,12 @@ def run_connector(
     timeout: float = 300,
     extra_args: Iterable[str] = (),
     env: Optional[Mapping[str, str]] = None,
+    form: str = "package",
 ) -> ConnectorRun:
+    """One run of the connector in `form` (see the module's docstring), to its end."""
     with tempfile.TemporaryDirectory(prefix="source-klarna-run-") as tmp:
-        command = [str(EXECUTABLE), verb, *protocol_arguments(tmp, config, catalog, state), *extra_args]
-        exit_code, stdout, stderr = run_in_own_session(command, timeout, env={**os.environ, **(env or {})})
+        command, environment = connector_command(form, verb, [*protocol_arguments(tmp, config, catalog, state), *extra_args])
+        exit_code, stdout, stderr = run_in_own_session(command, timeout, env={**environment, **(env or {})}, cwd=tmp)
     return parse_run(command, exit_code, stdout, stderr)
 
 

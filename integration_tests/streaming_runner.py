@@ -1,6 +1,7 @@
 """Helpers of the resilience tests (test_resilience_*.py): a streaming connector runner that can
-SIGKILL the connector at a chosen message, a runner variant with a patched manifest, an intercepting
-proxy between the connector and the emulator, and the secret-leak check.
+SIGKILL the connector at a chosen message, in either form of the connector (connector_runner) and on
+the shipped manifest or a patched one; an intercepting proxy between the connector and the emulator;
+and the secret-leak check.
 
 Every wait here is bounded: a run has a hard timeout (a watchdog SIGKILLs the connector's process
 group), the proxy's upstream calls time out, and every process or server started is stopped.
@@ -15,7 +16,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -29,26 +29,15 @@ from urllib.parse import parse_qsl, quote, urlsplit
 import pendulum
 import yaml
 
-from connector_runner import EXECUTABLE, ConnectorRun, protocol_arguments
-
-# Runs the connector's own entry point (config checks, secret masking, the CDK's launch) with the
-# manifest read from argv[1] instead of the packaged one: for what-if runs of a manifest change
-# (a faster backoff, a read timeout) without touching the shipped manifest.
-_PATCHED_MANIFEST_LAUNCHER = """
-import pathlib, sys
-import source_klarna.source as source
-manifest = pathlib.Path(sys.argv.pop(1))
-source.manifest_path = lambda: manifest
-from source_klarna.run import run
-run(sys.argv[1:])
-"""
+from connector_runner import ConnectorRun, connector_command, protocol_arguments
 
 
 def shipped_manifest() -> Dict[str, Any]:
-    """The manifest the installed connector runs (the wheel's copy, or the checkout's)."""
-    from source_klarna.source import manifest_path
+    """The manifest both forms run: the checkout's (source_klarna.run.connector_file, imported here from
+    the checkout, finds no packaged copy beside it and answers the root's)."""
+    from source_klarna.run import connector_file
 
-    return yaml.safe_load(manifest_path().read_text())
+    return yaml.safe_load(connector_file("manifest.yaml").read_text())
 
 
 def fast_backoff_manifest(factor: float = 0.01) -> Dict[str, Any]:
@@ -96,22 +85,22 @@ def stream_connector(
     kill_when: Optional[Callable[[Dict[str, Any], List[Dict[str, Any]]], bool]] = None,
     manifest: Optional[Mapping[str, Any]] = None,
     env: Optional[Mapping[str, str]] = None,
+    form: str = "package",
 ) -> StreamedRun:
     """Run the connector, parsing stdout line by line as it arrives.
 
     `kill_when(message, messages_so_far)` is asked after every message; when it answers True the
     connector's process group gets SIGKILL at once and the run ends with the messages read up to
     and including that one (whatever the dead process had buffered is treated as lost).
-    `manifest` runs the connector's entry point on that manifest instead of the shipped one.
+    `manifest` runs the connector on that manifest instead of the shipped one; `form` is the
+    connector's form, "package" or "manifest-only" (connector_runner).
     """
     with tempfile.TemporaryDirectory(prefix="source-klarna-resilience-") as tmp:
+        manifest_file = None
         if manifest is not None:
-            manifest_file = Path(tmp) / "manifest.yaml"
+            manifest_file = Path(tmp) / "patched-manifest.yaml"
             manifest_file.write_text(yaml.safe_dump(dict(manifest), sort_keys=False))
-            command = [sys.executable, "-c", _PATCHED_MANIFEST_LAUNCHER, str(manifest_file), verb]
-        else:
-            command = [str(EXECUTABLE), verb]
-        command += [*protocol_arguments(tmp, config, catalog, state), *extra_args]
+        command, environment = connector_command(form, verb, [*protocol_arguments(tmp, config, catalog, state), *extra_args], manifest_file)
         started = time.monotonic()
         process = subprocess.Popen(
             command,
@@ -120,7 +109,8 @@ def stream_connector(
             stdin=subprocess.DEVNULL,
             text=True,
             bufsize=1,
-            env={**os.environ, **(env or {})},
+            env={**environment, **(env or {})},
+            cwd=tmp,
             start_new_session=True,
         )
         timed_out = threading.Event()

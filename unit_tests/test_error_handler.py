@@ -12,14 +12,7 @@ import requests
 from airbyte_cdk.models import FailureType
 from airbyte_cdk.sources.streams.http.error_handlers.response_models import ErrorResolution, ResponseAction
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
-from components import (
-    SYNC_FAILURES,
-    KlarnaErrorHandler,
-    KlarnaOffsetPagination,
-    PacedBasicHttpAuthenticator,
-    endpoint_of,
-    parsed_body,
-)
+from components import KlarnaErrorHandler, KlarnaOffsetPagination, parsed_body
 from unit_tests.mock_server import response_builder as rb
 
 URL = "https://api.klarna.com/settlements/v1/payouts?size=500"
@@ -75,6 +68,18 @@ def test_a_proper_answer_between_two_foreign_ones_starts_the_count_again():
     assert actions == [ResponseAction.RETRY, ResponseAction.RETRY, ResponseAction.SUCCESS, ResponseAction.RETRY, ResponseAction.RETRY]
 
 
+def test_foreign_answers_are_counted_per_url():
+    handler = _handler()
+    other = _response(200, raw=b"<html/>")
+    other.url = "https://api.klarna.com/settlements/v1/payouts?size=500&offset=500"
+
+    first = [handler.interpret_response(_response(200, raw=b"<html/>")).response_action for _ in range(2)]
+    second = handler.interpret_response(other).response_action
+
+    assert first == [ResponseAction.RETRY, ResponseAction.RETRY] and second == ResponseAction.RETRY
+    assert handler.interpret_response(_response(200, raw=b"<html/>")).response_action == ResponseAction.FAIL
+
+
 @pytest.mark.parametrize(
     "body",
     [{"payouts": [{}] * 20}, {"payouts": []}, {"payouts": None, "pagination": {"count": 0}}, {"payouts": None, "pagination": {"count": 0, "total": 0}}],
@@ -83,27 +88,7 @@ def test_shapes_whose_meaning_is_unambiguous_are_successes(body):
     assert _handler().interpret_response(_response(200, body)).response_action == ResponseAction.SUCCESS
 
 
-def test_what_will_not_change_is_remembered_for_the_sync_and_the_authenticator_refuses_to_ask_again():
-    config = {"username": "K1_user", "password": "pw"}
-    resolution = ErrorResolution(ResponseAction.FAIL, FailureType.config_error, "HTTP 404 from the summary")
-
-    SYNC_FAILURES.of(config).remember("https://api.klarna.com/settlements/v1/payouts/summary?start_date=2024-01-01T00:00:00Z", resolution)
-
-    authenticator = PacedBasicHttpAuthenticator(username="u", password="p", config=config, parameters={})
-    other_month = requests.Request("GET", "https://api.klarna.com/settlements/v1/payouts/summary?start_date=2024-02-01T00:00:00Z").prepare()
-    with pytest.raises(AirbyteTracedException) as raised:
-        authenticator(other_month)
-    assert raised.value.message == "HTTP 404 from the summary" and raised.value.failure_type == FailureType.config_error
-    payouts = requests.Request("GET", "https://api.klarna.com/settlements/v1/payouts").prepare()
-    assert authenticator(payouts).headers["Authorization"].startswith("Basic ")  # another endpoint still asks
-
-
-def test_an_orders_endpoint_is_one_endpoint_for_every_order():
-    assert endpoint_of("https://api.klarna.com/ordermanagement/v1/orders/o-1?x=1") == endpoint_of("https://api.klarna.com/ordermanagement/v1/orders/o-2")
-    assert endpoint_of("https://u:p@api.klarna.com/settlements/v1/payouts?size=500") == "https://api.klarna.com/settlements/v1/payouts"
-
-
-def test_a_host_that_does_not_resolve_fails_at_once_as_a_config_error_for_the_whole_host():
+def test_a_host_that_does_not_resolve_fails_at_once_as_a_config_error_naming_the_host():
     config = {"username": "K1_user", "password": "pw", "base_url_override": "https://klarna-proxy.example.invalid"}
     handler = KlarnaErrorHandler(config=config, parameters={}, items_field="payouts")
     error = requests.exceptions.ConnectionError(socket.gaierror(socket.EAI_NONAME, "Name or service not known"))
@@ -114,7 +99,6 @@ def test_a_host_that_does_not_resolve_fails_at_once_as_a_config_error_for_the_wh
     assert resolution.response_action == ResponseAction.FAIL and resolution.failure_type == FailureType.config_error
     assert resolution.error_message.startswith("The host klarna-proxy.example.invalid of https://klarna-proxy.example.invalid/settlements/v1/payouts does not resolve")
     assert "check base_url_override (https://klarna-proxy.example.invalid)" in resolution.error_message
-    assert SYNC_FAILURES.of(config).failure_for("https://klarna-proxy.example.invalid/ordermanagement/v1/orders/o1") is resolution
 
 
 def test_a_resolver_that_does_not_answer_is_retried():
