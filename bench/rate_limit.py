@@ -4,8 +4,8 @@
 Klarna counts its limit per merchant, shared with the merchant's own (checkout) traffic, and does not say
 how. The emulator counts the limit L in one of three accountings (`fixed` 1-s windows, a `sliding` 1-s
 window, a `token` bucket of L refilled at L/s) and sends the merchant's other traffic as real requests
-against the same limiter, in one of four patterns (`steady`, `step`: nothing for `--step-at` seconds then
-twice the average, `bursts`: 4x the average in the first quarter of each second, `poisson`).
+against the same limiter, in one of four patterns (`steady`, `step`: nothing for `--step-at` seconds then the
+rate itself, `bursts`: 4x the average in the first quarter of each second, `poisson`).
 
 For each accounting x pattern x level of other traffic (none, 50 % and 75 % of L) one sync of payouts,
 transactions and orders prints: the connector's requests, its 429s (count and % of its requests), the

@@ -37,10 +37,21 @@ def make_emulator():
         server.__exit__(None, None, None)
 
 
+@pytest.fixture(scope="session")
+def manifest_only_build() -> None:
+    """build/manifest-only/ written from the root's files once per session, as `make manifest-only`
+    does (the root's files change between sessions; a change within one fails the manifest-only runs
+    as stale, see connector_runner.assert_manifest_only_form_ready)."""
+    from scripts import manifest_only
+
+    assert manifest_only.main() == 0, "the root's files are not in manifest-only form (see stderr)"
+
+
 @pytest.fixture(params=FORMS)
 def form(request) -> str:
     """The connector's form, "package" or "manifest-only" (connector_runner): a test that takes it
     runs against both, with the same assertions."""
     if request.param == "manifest-only":
+        request.getfixturevalue("manifest_only_build")
         assert_manifest_only_form_ready()
     return request.param

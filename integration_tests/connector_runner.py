@@ -31,9 +31,12 @@ FORMS = ("package", "manifest-only")
 MANIFEST_ONLY_BUILD = ROOT / "build" / "manifest-only"
 MANIFEST_ONLY_VENV = Path(os.environ.get("SOURCE_KLARNA_MANIFEST_ONLY_VENV", ROOT / ".venv-manifest-only"))
 MANIFEST_ONLY_RUNTIME = MANIFEST_ONLY_VENV / "bin" / "source-declarative-manifest"
+# On the path of every run, both forms: a host under .invalid fails to resolve without a DNS query
+# leaving the machine (offline_dns/sitecustomize.py), so the tests of an unknown host stay on loopback.
+OFFLINE_DNS = str(Path(__file__).resolve().parent / "offline_dns")
 # What the package form puts first on the path: the checkout's source_klarna, which launches the
 # checkout's manifest.yaml and components.py (source_klarna.run.connector_file).
-CHECKOUT_FIRST = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")]))}
+CHECKOUT_FIRST = {"PYTHONPATH": os.pathsep.join(filter(None, [OFFLINE_DNS, str(ROOT), os.environ.get("PYTHONPATH", "")]))}
 
 
 def assert_manifest_only_form_ready() -> None:
@@ -63,8 +66,9 @@ def connector_command(form: str, verb: str, arguments: List[str], manifest_file:
             str(MANIFEST_ONLY_RUNTIME), verb, *arguments,
             "--manifest-path", str(manifest), "--components-path", str(MANIFEST_ONLY_BUILD / "components.py"),
         ]
+        # Nothing of this repository on the path but the resolver shim (no source_klarna).
         environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-        return command, {**environment, "AIRBYTE_ENABLE_UNSAFE_CODE": "true"}
+        return command, {**environment, "PYTHONPATH": OFFLINE_DNS, "AIRBYTE_ENABLE_UNSAFE_CODE": "true"}
     raise ValueError(f"unknown form {form!r}: one of {FORMS}")
 
 

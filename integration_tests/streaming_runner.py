@@ -29,7 +29,7 @@ from urllib.parse import parse_qsl, quote, urlsplit
 import pendulum
 import yaml
 
-from connector_runner import ConnectorRun, connector_command, protocol_arguments
+from connector_runner import ROOT, ConnectorRun, connector_command, protocol_arguments
 
 
 def shipped_manifest() -> Dict[str, Any]:
@@ -38,6 +38,21 @@ def shipped_manifest() -> Dict[str, Any]:
     from source_klarna.run import connector_file
 
     return yaml.safe_load(connector_file("manifest.yaml").read_text())
+
+
+def connector_components() -> Any:
+    """components.py, as both forms run it, imported under a name of the tests' own (not the runtime's
+    `source_declarative_manifest.components`, which the Connector Builder tests register and remove)."""
+    import importlib.util
+    import sys
+
+    name = "klarna_connector_components_under_test"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "components.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def fast_backoff_manifest(factor: float = 0.01) -> Dict[str, Any]:

@@ -155,19 +155,24 @@ def test_pending_transactions_show_in_order_settlement(reconciled, tmp_path):
     shutil.copy(reconciled["db"], db)
     con = duckdb.connect(str(db))
     try:
+        if not report.table_exists(con, "pending_transactions"):  # the connector before 2.0.0 has no such stream
+            con.execute("CREATE TABLE main.pending_transactions AS SELECT * FROM main.transactions WHERE false")
+        columns = [r[0] for r in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'main' AND table_name = 'pending_transactions'"
+        ).fetchall()]
+        pending_before = con.execute("SELECT count(*) FROM main.pending_transactions").fetchone()[0]
         order_id, currency = con.execute(
-            "SELECT order_id, purchase_currency FROM main.orders WHERE status = 'CAPTURED' ORDER BY order_id LIMIT 1"
+            "SELECT order_id, purchase_currency FROM main.orders WHERE status = 'CAPTURED' AND order_id NOT IN "
+            "(SELECT order_id FROM main.pending_transactions WHERE order_id IS NOT NULL) ORDER BY order_id LIMIT 1"
         ).fetchone()
         # a new capture of 500 minor units, not yet paid out: the order's captured amount grows and
-        # one SALE row waits in pending_transactions (same columns as transactions, no payout)
+        # one SALE row waits in pending_transactions (the transaction's columns, no payout)
         con.execute("UPDATE main.orders SET captured_amount = captured_amount + 500 WHERE order_id = ?", [order_id])
-        con.execute("CREATE TABLE main.pending_transactions AS SELECT * FROM main.transactions WHERE false")
+        replaced = {"transaction_key": "'pending-1'", "amount": "500", "payment_reference": "NULL", "payout_date": "NULL"}
+        select = ", ".join(f"{replaced.get(c, c)} AS {c}" for c in columns)
         con.execute(
-            """
-            INSERT INTO main.pending_transactions
-            SELECT * REPLACE ('pending-1' AS transaction_key, 500 AS amount, NULL AS payment_reference, NULL AS payout_date)
-            FROM main.transactions WHERE order_id = ? AND type = 'SALE' LIMIT 1
-            """,
+            f"INSERT INTO main.pending_transactions BY NAME SELECT {select} FROM main.transactions "
+            "WHERE order_id = ? AND type = 'SALE' LIMIT 1",
             [order_id],
         )
     finally:
@@ -180,7 +185,7 @@ def test_pending_transactions_show_in_order_settlement(reconciled, tmp_path):
     row = rows(db, f"SELECT pending_transaction_count, pending_sale_amount_minor, outstanding_amount_minor, settlement_status, "
                    f"currency_code FROM {report.ORDER_SETTLEMENT} WHERE order_id = ?", [order_id])[0]
     assert row == (1, 500, 0, "pending_payout", currency)
-    assert rows(db, f"SELECT count(*) FROM {report.DBT_SCHEMA}.stg_klarna__pending_transactions")[0][0] == 1
+    assert rows(db, f"SELECT count(*) FROM {report.DBT_SCHEMA}.stg_klarna__pending_transactions")[0][0] == pending_before + 1
 
     # the same file with the var off: the pending capture is outstanding instead
     off = run_demo.run_dbt(db, extra_vars={"klarna__using_pending_transactions": False}, timeout=DBT_TIMEOUT_S, echo=False)

@@ -51,6 +51,7 @@ trap 'rm -rf "$rootfs" "$rootfs.log"' EXIT
 chmod 755 "$rootfs"  # it becomes the image's /, which every user must be able to enter (mktemp made it 0700)
 
 echo "debootstrap $suite from $mirror"
+start=$SECONDS
 debootstrap --variant=minbase --include=python3,python3-pip,python-is-python3,ca-certificates \
   "$suite" "$rootfs" "$mirror" > "$rootfs.log" 2>&1 || { tail -n 30 "$rootfs.log" >&2; exit 1; }
 
@@ -59,13 +60,13 @@ debootstrap --variant=minbase --include=python3,python3-pip,python-is-python3,ca
 # Debian's scheme for pip as root): the "externally managed" marker goes.
 rm -f "$rootfs"/usr/lib/python3.*/EXTERNALLY-MANAGED
 chroot "$rootfs" groupadd --system --gid 1000 airbyte
-chroot "$rootfs" useradd --system --uid 1000 --gid airbyte --no-create-home --home-dir /home/airbyte \
+chroot "$rootfs" useradd --system -K SYS_UID_MAX=1000 --uid 1000 --gid airbyte --no-create-home --home-dir /home/airbyte \
   --shell /usr/sbin/nologin airbyte
 mkdir -m 755 "$rootfs/custom_cache" "$rootfs/airbyte"
 
 # The SDM layer: airbyte-cdk from the wheelhouse, then the integration code laid out as the SDM's
 # Dockerfile lays it out.
-echo "airbyte-cdk $cdk_version from $wheelhouse"
+echo "debootstrap done in $((SECONDS - start)) s; airbyte-cdk $cdk_version from $wheelhouse"
 mkdir "$rootfs/tmp/wheelhouse"
 cp "$wheelhouse"/*.whl "$constraints" "$rootfs/tmp/wheelhouse/"
 # `env -i`: none of the host's pip settings (PIP_* variables: indexes, certificates) reach the image's pip.
@@ -93,4 +94,4 @@ tar -C "$rootfs" -c . | docker import \
   --change 'USER airbyte' \
   --message "stand-in for airbyte/source-declarative-manifest:$cdk_version: Debian $suite, Python 3.11, airbyte-cdk $cdk_version, user airbyte (uid 1000)" \
   - "$tag"
-docker image inspect --format "built $tag: {{.Size}} bytes" "$tag"
+docker image inspect --format "built $tag in $((SECONDS - start)) s: {{.Size}} bytes" "$tag"

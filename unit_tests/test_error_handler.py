@@ -10,8 +10,7 @@ import pytest
 import requests
 
 from airbyte_cdk.models import FailureType
-from airbyte_cdk.sources.streams.http.error_handlers.response_models import ErrorResolution, ResponseAction
-from airbyte_cdk.utils.traced_exception import AirbyteTracedException
+from airbyte_cdk.sources.streams.http.error_handlers.response_models import ResponseAction
 from components import KlarnaErrorHandler, KlarnaOffsetPagination, parsed_body
 from unit_tests.mock_server import response_builder as rb
 

@@ -1,6 +1,6 @@
-"""The custom components behind orders, captures and refunds: the personal-data switch, the order
-error handler and the store's admission rule. The order store, its batches and the state shape have
-their own files (test_order_store.py, test_order_batches.py)."""
+"""The custom components behind orders, captures and refunds: the personal-data switch and the order
+error handler's judgement of an order's answer. OrderFetcher and OrderItemsRetriever have their own
+file (test_order_fetcher.py), the state migrations theirs (test_usable_state.py)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,7 @@ import requests
 
 from airbyte_cdk.sources.declarative.requesters.error_handlers import HttpResponseFilter
 from airbyte_cdk.sources.streams.http.error_handlers.response_models import ResponseAction
-from components import (
-    KlarnaErrorHandler,
-    RemoveFieldsUnlessConfigured,
-    is_order_answer_to_keep,
-)
+from components import KlarnaErrorHandler, RemoveFieldsUnlessConfigured
 from unit_tests.mock_server import response_builder as rb
 
 PERSONAL = [["billing_address"], ["shipping_address"], ["customer"], ["captures", "*", "billing_address"], ["captures", "*", "shipping_address"]]
@@ -66,34 +62,14 @@ def test_missing_or_odd_shaped_fields_are_no_error(record: Dict[str, Any]):
 def _handler() -> KlarnaErrorHandler:
     config: Dict[str, Any] = {}
     gone = HttpResponseFilter(config=config, parameters={}, action="IGNORE", http_codes={404}, error_message="gone: {{ request_url }}")
-    return KlarnaErrorHandler(config=config, parameters={}, response_filters=[gone], expect="order", warn_once_on_ignore=True)
+    return KlarnaErrorHandler(config=config, parameters={}, response_filters=[gone], expect="order")
 
 
-def test_a_gone_order_is_ignored_and_warned_about_once_per_sync(caplog):
-    handler, other_sync = _handler(), _handler()
+def test_a_gone_order_is_ignored_with_the_filters_message():
+    resolution = _handler().interpret_response(_response(404, rb.no_such_order("o1")))
 
-    with caplog.at_level(logging.WARNING, logger="airbyte"):
-        resolutions = [handler.interpret_response(_response(404, rb.no_such_order("o1"))) for _ in range(3)]
-        other_sync.interpret_response(_response(404, rb.no_such_order("o1")))
-
-    assert {r.response_action for r in resolutions} == {ResponseAction.IGNORE}
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    # Once for the first config (sync), once for the second.
-    assert warnings == ["gone: https://api.klarna.com/ordermanagement/v1/orders/o1"] * 2
-
-
-def test_components_of_one_sync_share_one_config_and_so_one_warning(caplog):
-    config: Dict[str, Any] = {}
-    gone = HttpResponseFilter(config=config, parameters={}, action="IGNORE", http_codes={404}, error_message="gone")
-    handlers = [
-        KlarnaErrorHandler(config=config, parameters={}, response_filters=[gone], expect="order", warn_once_on_ignore=True) for _ in range(3)
-    ]
-
-    with caplog.at_level(logging.WARNING, logger="airbyte"):
-        for handler in handlers:
-            handler.interpret_response(_response(404, rb.no_such_order("o1")))
-
-    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+    assert resolution.response_action == ResponseAction.IGNORE
+    assert resolution.error_message == "gone: https://api.klarna.com/ordermanagement/v1/orders/o1"
 
 
 def test_an_order_is_a_success_and_no_warning(caplog):
@@ -104,36 +80,17 @@ def test_an_order_is_a_success_and_no_warning(caplog):
     assert not caplog.records
 
 
-# --------------------------------------------------------------------------- what the order store keeps
-
-
 @pytest.mark.parametrize(
-    "status, body, cacheable",
+    "status, body, action",
     [
-        (200, rb.order("o1"), True),
-        (404, rb.no_such_order("o1"), True),
-        (200, {"order_id": None}, False),
-        (200, [rb.order("o1")], False),
-        (200, b'{"order_id": "o1", "capt', False),
-        (200, b"<html>busy</html>", False),
-        (404, rb.error("NOT_FOUND"), False),
-        (503, rb.error("SERVICE_UNAVAILABLE"), False),
+        (200, rb.order("o1"), ResponseAction.SUCCESS),
+        (404, rb.no_such_order("o1"), ResponseAction.IGNORE),
+        (200, {"order_id": None}, ResponseAction.RETRY),
+        (200, [rb.order("o1")], ResponseAction.RETRY),
+        (200, b'{"order_id": "o1", "capt', ResponseAction.RETRY),
+        (200, b"<html>busy</html>", ResponseAction.RETRY),
+        (503, rb.error("SERVICE_UNAVAILABLE"), ResponseAction.RETRY),
     ],
 )
-def test_the_store_keeps_orders_and_no_such_order_only(status, body, cacheable):
-    assert is_order_answer_to_keep(_response(status, body)) is cacheable
-
-
-# --------------------------------------------------------------------------- the pages OrderBatchRequester makes
-
-
-def test_a_made_page_is_parsed_already_and_its_bytes_are_its_body():
-    from source_klarna.components import _answer_page, parsed_body
-
-    records = [rb.order("o1"), rb.order("o2")]
-    page = _answer_page("orders", records, "https://api.klarna.com")
-
-    assert parsed_body(page) == {"orders": records}
-    assert page._content is False  # no bytes until asked for
-    assert orjson.loads(page.content) == page.json() == {"orders": records}
-    assert page.status_code == 200 and page.ok
+def test_only_an_order_is_a_success_and_a_2xx_that_is_not_one_is_asked_again(status, body, action):
+    assert _handler().interpret_response(_response(status, body)).response_action == action

@@ -112,8 +112,8 @@ other_traffic_rps``:
 
 ``steady``  the k-th at ``k / r`` (evenly spaced);
 ``step``    none until ``s = other_traffic_step_at_s``, then evenly spaced at
-            ``2 r``: the k-th at ``s + k / (2 r)``; over a run of ``2 s``
-            seconds the average is r;
+            ``r``: the k-th at ``s + k / r`` (the merchant's checkout
+            stepping up from nothing to r mid-sync);
 ``bursts``  ``4 r`` during the first quarter of each second of the epoch,
             none in the rest: r per second, all in ``[j, j + 0.25]``;
 ``poisson`` exponential inter-arrival times at rate r, drawn from a generator
@@ -356,8 +356,8 @@ class _SteadyTraffic(_FluidTraffic):
 
 
 class _StepTraffic(_FluidTraffic):
-    """Nothing until ``step_at`` seconds, then evenly spaced at twice the average: the k-th at
-    ``step_at + k / (2 rps)``. Over a run of ``2 step_at`` seconds the average is ``rps``."""
+    """Nothing until ``step_at`` seconds, then evenly spaced at ``rps``: the k-th at ``step_at + k / rps``
+    (a step up from nothing to the given rate mid-sync)."""
     name = "step"
 
     def __init__(self, rps, step_at):
@@ -365,10 +365,10 @@ class _StepTraffic(_FluidTraffic):
         self.step_at = step_at
 
     def fluid(self, t):
-        return 2 * self.rps * max(0.0, t - self.step_at)
+        return self.rps * max(0.0, t - self.step_at)
 
     def time_of(self, k):
-        return self.step_at + k / (2 * self.rps)
+        return self.step_at + k / self.rps
 
 
 class _BurstTraffic(_FluidTraffic):

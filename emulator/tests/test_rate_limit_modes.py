@@ -149,11 +149,11 @@ def test_steady_arrivals_are_evenly_spaced_at_the_average():
     assert [tr.time_of(k) for k in (1, 2, 20)] == pytest.approx([0.05, 0.1, 1.0])
 
 
-def test_step_arrivals_start_at_step_at_at_twice_the_average():
+def test_step_arrivals_start_at_step_at_at_the_rate():
     tr = other_traffic("step", 20, step_at_s=5)
-    assert tr.count(5.0) == 0 and tr.count(5.5) == 20 and tr.count(6.0) == 40
-    assert tr.count(10.0) == 200 == 20 * 10  # over twice step_at, the average
-    assert tr.time_of(1) == pytest.approx(5.025)
+    assert tr.count(5.0) == 0 and tr.count(5.5) == 10 and tr.count(6.0) == 20
+    assert tr.count(10.0) == 100 == 20 * 5  # five seconds at the rate after the step
+    assert tr.time_of(1) == pytest.approx(5.05)
 
 
 def test_burst_arrivals_are_four_times_the_average_in_each_seconds_first_quarter():
