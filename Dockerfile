@@ -16,7 +16,8 @@ LABEL io.airbyte.name=airbyte/source-klarna \
       io.airbyte.version=${CONNECTOR_VERSION}
 # As airbyte-ci: the base's working directory (/airbyte/integration_code) and user (airbyte) stay, the
 # entry point is set again, the SDM's main.py. (airbyte-ci's newest wraps it in `ddtrace-run`, which
-# needs ddtrace in the base image: airbyte-cdk's packages do not include it, so neither does this.)
+# needs ddtrace in the base image; airbyte-cdk installs it only with its manifest-server extra, which
+# the SDM image does not install, so this does not wrap it.)
 # Few instructions: on Docker's classic builder each one copies the whole file system once more on
 # the `vfs` storage driver.
 ENV AIRBYTE_ENTRYPOINT="python /airbyte/integration_code/main.py"

@@ -1,19 +1,16 @@
 """Custom components of manifest.yaml: what the CDK's stock components cannot do, each saying why.
 
-This one file is what Airbyte's manifest-only runtime and the Connector Builder load beside the
-manifest (as `source_declarative_manifest.components`), and what the `source-klarna` package runs: it
-imports only the standard library and the CDK (and what the CDK brings: requests, orjson), uses their
-public APIs only, and has no `from __future__ import annotations` (the runtime exec()s its text).
+This one file is what Airbyte's manifest-only runtime and the Connector Builder load beside the manifest (as
+`source_declarative_manifest.components`), and what the `source-klarna` package runs: it imports only the standard
+library and the CDK (and what it brings: requests, orjson), uses their public APIs only, and has no `from __future__
+import annotations` (the runtime exec()s its text).
 
-Answers and pages: `parsed_body`, `KlarnaItemsExtractor`, `KlarnaOffsetPagination`.
-Errors: `KlarnaErrorHandler` (what a response filter cannot judge).
-Requests: `PacedBasicHttpAuthenticator` (Basic auth paced to the merchant's rate limit by
-`RateLimitPacer`, the token masked, config mistakes and a failing first request in one sentence).
-Transactions: `TransactionKeyAndPayout`, `UnreadPayoutsPartitionRouter`. Payouts: `EachKeyOncePerSync`.
-Orders, captures and refunds: `OrderItemsRetriever` over the sync's `OrderFetcher`.
-States: `UsableState`, `NestedParentStateMigration`. Personal data: `RemoveFieldsUnlessConfigured`.
-What every stream of one sync shares is kept per sync (`PerSync`).
-"""
+Answers and pages: `parsed_body`, `KlarnaItemsExtractor`, `KlarnaOffsetPagination`. Errors: `KlarnaErrorHandler`.
+Requests: `PacedBasicHttpAuthenticator` (Basic auth paced by `RateLimitPacer`, the token masked, config mistakes and a
+failing first request in one sentence). Transactions: `TransactionKeyAndPayout`, `UnreadPayoutsPartitionRouter`.
+Payouts: `EachKeyOncePerSync`. Orders, captures and refunds: `OrderItemsRetriever` over the sync's `OrderFetcher`.
+States: `UsableState`, `NestedParentStateMigration`. Personal data: `RemoveFieldsUnlessConfigured`. What the streams
+of one sync share is kept per sync (`PerSync`)."""
 
 import datetime as dt
 import hashlib
@@ -56,27 +53,23 @@ from airbyte_cdk.sources.types import Config, StreamSlice, StreamState
 from airbyte_cdk.utils.airbyte_secrets_utils import add_to_secrets
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-# How long a thread may hold the GIL before CPython makes it hand over (default 5 ms). The CDK's
-# workers are CPU-bound between requests (decoding pages, building records): at 5 ms eight workers on
-# two cores spent more time handing the GIL around than working (a read of 100k rows took twice the
-# CPU at concurrency 8 than at 1). At 50 ms the handovers left are those a thread makes when it waits
-# on the network, so I/O concurrency is untouched (bench/). Set on import, so on every runtime.
+# How long a thread may hold the GIL before CPython makes it hand over (default 5 ms). The CDK's workers are CPU-bound
+# between requests (decoding pages, building records): at 5 ms eight workers on two cores spent more time handing the
+# GIL around than working (a 100k-row read took twice the CPU at concurrency 8 as at 1). At 50 ms the handovers left
+# are those of threads waiting on the network, so I/O concurrency is untouched (bench/). Set on import: every runtime.
 sys.setswitchinterval(0.05)
-
-# ----------------------------------------------------------------------------- one object per sync
 
 PerSyncObject = TypeVar("PerSyncObject")
 
 
 class PerSync(Generic[PerSyncObject]):
-    """One object per sync, for what every stream of a sync shares (the rate-limit pacer, what failed,
-    the order store), made by `factory` (or the `make` of the first caller) on first use.
+    """One object per sync, for what every stream of a sync shares (the rate-limit pacer, what failed, the order
+    store), made by `factory` (or the `make` of the first caller) on first use.
 
-    Components hold no reference to their source, but every component of one sync is built with the
-    source's one config object, so its identity names the sync. An entry holds its config, so the id()
-    it is keyed by cannot be reused while the entry lives. A process runs one sync (tests run several,
-    one after another): the `capacity` most recent syncs are kept, an older one's object is closed.
-    """
+    Components hold no reference to their source, but every component of one sync is built with the source's one
+    config object, so its identity names the sync. An entry holds its config, so the id() it is keyed by cannot be
+    reused while the entry lives. A process runs one sync (tests run several, one after another): the `capacity` most
+    recent syncs are kept, an older one's object is closed."""
 
     def __init__(self, factory: Optional[Callable[[], PerSyncObject]] = None, capacity: int = 4) -> None:
         self._factory = factory
@@ -95,31 +88,6 @@ class PerSync(Generic[PerSyncObject]):
             return entry[1]
 
 
-# ----------------------------------------------------------------------------- a wrapped component's request options
-
-class RequestOptionsOfWrapped:
-    """The request options (params, headers, body) of the component a wrapper wraps, `_wrapped`: the
-    CDK declares the four abstract on partition routers and requesters alike, and a wrapper of
-    either (UnreadPayoutsPartitionRouter, OrderBatchRequester) adds none of its own. Listed first
-    among the bases, so that its methods stand for the abstract ones."""
-
-    @property
-    def _wrapped(self) -> Any:
-        raise NotImplementedError
-
-    def get_request_params(self, **kwargs: Any) -> MutableMapping[str, Any]:
-        return self._wrapped.get_request_params(**kwargs)
-
-    def get_request_headers(self, **kwargs: Any) -> Mapping[str, Any]:
-        return self._wrapped.get_request_headers(**kwargs)
-
-    def get_request_body_data(self, **kwargs: Any) -> Union[Mapping[str, Any], str]:
-        return self._wrapped.get_request_body_data(**kwargs)
-
-    def get_request_body_json(self, **kwargs: Any) -> Mapping[str, Any]:
-        return self._wrapped.get_request_body_json(**kwargs)
-
-
 _UNPARSABLE = object()
 _BODIES: "weakref.WeakKeyDictionary[requests.Response, Any]" = weakref.WeakKeyDictionary()
 _BODIES_LOCK = threading.Lock()
@@ -128,10 +96,9 @@ _BODIES_LOCK = threading.Lock()
 def parsed_body(response: requests.Response) -> Any:
     """The response's JSON, parsed once with orjson (`_UNPARSABLE` for a body that is not JSON).
 
-    The error handler checks a page's shape before the paginator and the extractor read it; each used
-    to parse the body again (the CDK's HttpResponseFilter with the standard library's json, ~15 % of a
-    transactions sync's CPU time). Kept in a weak map, so a body lives as long as its response.
-    """
+    The error handler checks a page's shape before the paginator and the extractor read it; each used to parse the
+    body again (the CDK's HttpResponseFilter with the standard library's json, ~15 % of a transactions sync's CPU
+    time). Kept in a weak map, so a body lives as long as its response."""
     with _BODIES_LOCK:
         body = _BODIES.get(response)
     if body is None:
@@ -158,11 +125,10 @@ def _requested_page_size(response: requests.Response) -> Optional[int]:
 def answer_problem(body: Any, expect: str, items_field: Optional[str] = None, page_size: Optional[int] = None) -> Optional[str]:
     """Why a 2xx answer is not `expect` ("page", "list" or "order"), or None when it is.
 
-    Klarna's OpenAPI makes only `pagination.count` required, so two shapes are read where their meaning
-    is unambiguous: a page without a `pagination` block whose list is shorter than the page asked for
-    (`page_size`) is the last page, and a null list with `pagination.count` 0 is an empty page. A full
-    page without `pagination` (more may follow) and a null list with a count are problems.
-    """
+    Klarna's OpenAPI makes only `pagination.count` required, so two shapes are read where their meaning is
+    unambiguous: a page without a `pagination` block whose list is shorter than the page asked for (`page_size`) is
+    the last page, and a null list with `pagination.count` 0 is an empty page. A full page without `pagination` (more
+    may follow) and a null list with a count are problems."""
     if body is _UNPARSABLE:
         return "not JSON: cut short, or not Klarna's"
     if expect == "list":
@@ -185,18 +151,14 @@ def answer_problem(body: Any, expect: str, items_field: Optional[str] = None, pa
     return None
 
 
-# ----------------------------------------------------------------------------- pages: their rows and the next offset
-
 @dataclass
 class KlarnaItemsExtractor(RecordExtractor):
     """The rows of a Klarna collection page, `{"<items_field>": [...], "pagination": {...}}`.
 
-    The CDK's DpathExtractor finds a top-level field with `dpath.get`, which folds over every node of
-    the body (every field of every row) to look for glob matches: py-spy put it at 11 % of a
-    transactions sync's CPU time. A dict lookup gives the same list. The page's shape is vouched for
-    before this runs (KlarnaErrorHandler, `answer_problem`). It can go when DpathExtractor looks a
-    plain top-level key up directly.
-    """
+    The CDK's DpathExtractor finds a top-level field with `dpath.get`, which folds over every node of the body (every
+    field of every row) to look for glob matches: py-spy put it at 11 % of a transactions sync's CPU time. A dict
+    lookup gives the same list. The page's shape is vouched for before this runs (KlarnaErrorHandler,
+    `answer_problem`). It can go when DpathExtractor looks a plain top-level key up directly."""
 
     config: Config
     parameters: InitVar[Mapping[str, Any]]
@@ -225,11 +187,10 @@ def _rows_on_page(body: Any, default: int) -> int:
 class KlarnaOffsetPagination(PaginationStrategy):
     """Offset pages that stop on Klarna's own numbers.
 
-    The next offset is the offset this connector asked for plus the page's `count`, never Klarna's echo
-    of it: `pagination.offset` is optional in Klarna's schema, and an answer without it would otherwise
-    ask for the same page forever. The last page is the one where offset + count reaches `total`, or
-    an empty one; without a `total` (also optional), a short page.
-    """
+    The next offset is the offset this connector asked for plus the page's `count`, never Klarna's echo of it:
+    `pagination.offset` is optional in Klarna's schema, and an answer without it would otherwise ask for the same page
+    forever. The last page is the one where offset + count reaches `total`, or an empty one; without a `total` (also
+    optional), a short page."""
 
     config: Config
     parameters: InitVar[Mapping[str, Any]]
@@ -240,14 +201,13 @@ class KlarnaOffsetPagination(PaginationStrategy):
         return None
 
     def next_page_token(self, response: requests.Response, last_page_size: int, last_record: Optional[Any],
-            last_page_token_value: Optional[Any] = None, page_size_override: Optional[int] = None, stream_slice:
-            Optional[StreamSlice] = None) -> Optional[Any]:
+                        last_page_token_value: Optional[Any] = None, page_size_override: Optional[int] = None,
+                        stream_slice: Optional[StreamSlice] = None) -> Optional[Any]:
         body = parsed_body(response)
         pagination = body.get("pagination") if isinstance(body, dict) else None
         pagination = pagination if isinstance(pagination, dict) else {}
         count = pagination.get("count")
-        # Without Klarna's count, the rows on the page (not `last_page_size`: that counts what the
-        # record filter let through).
+        # Without Klarna's count, the rows on the page (`last_page_size` counts what the record filter let through).
         count = count if isinstance(count, int) and not isinstance(count, bool) else _rows_on_page(body, last_page_size)
         if count <= 0:
             return None
@@ -260,8 +220,6 @@ class KlarnaOffsetPagination(PaginationStrategy):
     def get_page_size(self) -> Optional[int]:
         return self.page_size
 
-
-# ----------------------------------------------------------------------------- errors
 
 def _paging_refused(response: requests.Response) -> Optional[str]:
     """Klarna's reason when a 400 is about the page size or offset, which only the connector chooses."""
@@ -288,65 +246,55 @@ def _exception_chain(exception: BaseException) -> List[BaseException]:
     return chain
 
 
-# getaddrinfo's answers for a name that does not exist (EAI_AGAIN, a resolver that did not answer, is
-# left to the retries).
+# getaddrinfo's answers for a name that does not exist (EAI_AGAIN, a resolver that did not answer, is left to retries).
 _UNKNOWN_NAME_ERRNOS = tuple(getattr(socket, name) for name in ("EAI_NONAME", "EAI_NODATA") if hasattr(socket, name))
 
 
 def deterministic_transport_failure(exception: BaseException, url: str, config: Mapping[str, Any]) -> Optional[str]:
-    """The sentence for a failure to reach Klarna that no retry changes (a host that does not resolve, a
-    TLS certificate this machine refuses), or None for one a retry may cure."""
+    """The sentence for a failure to reach Klarna that no retry changes (a host that does not resolve, a TLS
+    certificate this machine refuses), or None for one a retry may cure."""
     host = urlsplit(url).hostname or url
     override = config.get("base_url_override") if isinstance(config, Mapping) else None
     for cause in _exception_chain(exception):
         if isinstance(cause, socket.gaierror) and cause.errno in _UNKNOWN_NAME_ERRNOS:
-            where = (
-                f"check base_url_override ({override})"
-                if override
-                else "check this machine's DNS and network path to Klarna (platform and region pick the host)"
-            )
+            where = f"check base_url_override ({override})" if override else (
+                "check this machine's DNS and network path to Klarna (platform and region pick the host)")
             return f"The host {host} of {url} does not resolve ({cause.strerror}): {where}."
         if isinstance(cause, ssl.SSLCertVerificationError):
             reason = cause.verify_message or str(cause)
-            return (
-                f"{host} presented a TLS certificate this machine does not trust ({reason}) for {url}. If a proxy between "
-                f"this machine and {host} inspects TLS, add its CA certificate to the trust store (REQUESTS_CA_BUNDLE); "
-                "otherwise check base_url_override."
-            )
+            return (f"{host} presented a TLS certificate this machine does not trust ({reason}) for {url}. If a proxy between "
+                    f"this machine and {host} inspects TLS, add its CA certificate to the trust store (REQUESTS_CA_BUNDLE); "
+                    "otherwise check base_url_override.")
     return None
 
 
 def foreign_page_message(response: requests.Response, url: str, what: str, times: str) -> Optional[str]:
-    """The sentence for a 2xx that is not JSON and not labelled JSON (an HTML page from a proxy, a captive
-    portal or a firewall), or None."""
+    """The sentence for a 2xx that is not JSON and not labelled JSON (an HTML page from a proxy, a captive portal or a
+    firewall), or None."""
     content_type = str(response.headers.get("Content-Type") or "").split(";", 1)[0].strip()
     if parsed_body(response) is not _UNPARSABLE or "json" in content_type.lower():
         return None
     page = "an HTML page" if "html" in content_type.lower() else f"a {content_type or 'typeless'} body"
-    return (
-        f"{url} answered {page} (Content-Type {content_type or 'none'}), not {what}, {times}: something between this "
-        "machine and Klarna answers instead of Klarna (a proxy, a captive portal, a firewall's login page), or "
-        f"base_url_override points elsewhere. Check base_url_override and the network path to {urlsplit(url).hostname}."
-    )
+    return (f"{url} answered {page} (Content-Type {content_type or 'none'}), not {what}, {times}: something between this "
+            "machine and Klarna answers instead of Klarna (a proxy, a captive portal, a firewall's login page), or "
+            f"base_url_override points elsewhere. Check base_url_override and the network path to {urlsplit(url).hostname}.")
 
 
 @dataclass
 class KlarnaErrorHandler(DefaultErrorHandler):
-    """The manifest's DefaultErrorHandler (its filters, retries and backoff), plus what a filter can only
-    judge slowly (a Jinja predicate parsing every page a second time) or not at all:
+    """The manifest's DefaultErrorHandler (its filters, retries and backoff), plus what a filter can only judge slowly
+    (a Jinja predicate parsing every page again) or not at all:
 
-    - A 2xx that is not what the endpoint answers (`expect`: a page of `parameters.items_field`, the
-      summaries' list, or an order; see `answer_problem`) is retried, and fails naming the URL on its
-      third time in a row for that URL: stopping there would be a silent partial sync, and waiting
-      through six backoffs for an answer that will not change (an HTML page from a proxy or captive
-      portal) only delays the error. Not JSON at all is a config error (something other than Klarna
-      answers); JSON of the wrong shape a system error to report.
-    - A 400 about the page size or offset is the connector's fault, not the user's: a system error
-      that asks to report it, instead of the config error "check start_date" other 400s get.
-    - A host that does not resolve and a TLS certificate this machine refuses fail at once, as config
-      errors naming the host and the fix, instead of being retried like a reset connection; a reset, a
-      cut body or a timeout keeps the retries, worded with the URL (the CDK's names only the exception).
-    """
+    - A 2xx that is not what the endpoint answers (`expect`: a page of `parameters.items_field`, the summaries' list,
+      or an order; see `answer_problem`) is retried, and fails naming the URL on its third time in a row for that URL:
+      stopping there would be a silent partial sync, and waiting through six backoffs for an answer that will not
+      change (an HTML page from a proxy or captive portal) only delays the error. Not JSON at all is a config error
+      (something other than Klarna answers); JSON of the wrong shape a system error to report.
+    - A 400 about the page size or offset is the connector's fault: a system error asking to report it, instead of the
+      config error "check start_date" other 400s get.
+    - A host that does not resolve and a TLS certificate this machine refuses fail at once, as config errors naming
+      the host and the fix, instead of being retried like a reset connection; a reset, a cut body or a timeout keeps
+      the retries, worded with the URL (the CDK's names only the exception)."""
 
     expect: str = "page"
     items_field: Optional[str] = None
@@ -368,64 +316,50 @@ class KlarnaErrorHandler(DefaultErrorHandler):
             if 200 <= response.status_code < 300:
                 problem = answer_problem(parsed_body(response), self.expect, self._items_field, _requested_page_size(response))
                 with self._lock:  # counted per URL: the CDK retries a request with the same URL
-                    times = self._foreign.get(str(response.url), 0) + 1 if problem else 0
-                    if times:
+                    times = self._foreign.pop(str(response.url), 0) + 1
+                    if problem:
                         self._foreign[str(response.url)] = times
-                    else:
-                        self._foreign.pop(str(response.url), None)
                 if problem:
                     return self._foreign_answer(response, url, problem, times)
             reasons = _paging_refused(response)
             if reasons:
-                return ErrorResolution(
-                    ResponseAction.FAIL, FailureType.system_error,
+                return ErrorResolution(ResponseAction.FAIL, FailureType.system_error,
                     f"Klarna refused the page size or offset the connector asked {url} for (HTTP 400): {reasons} "
                     f"(correlation_id {parsed_body(response).get('correlation_id')}). No setting fixes this: report it "
-                    "to the connector's maintainers with this correlation_id.",
-                )
+                    "to the connector's maintainers with this correlation_id.")
         return super().interpret_response(response_or_exception)
 
     def _foreign_answer(self, response: requests.Response, url: str, problem: str, times: int) -> ErrorResolution:
         what = EXPECTED_ANSWERS[self.expect].format(items=self._items_field)
         page = foreign_page_message(response, url, what, f"{times} times in a row")
-        message = page or (
-            f"Klarna's answer to {url} was not {what} ({problem}), {times} times in a row. If base_url_override is set, "
-            "check that it points at Klarna's (or Kustom's) API; otherwise report it to the connector's maintainers with this URL."
-        )
+        message = page or (f"Klarna's answer to {url} was not {what} ({problem}), {times} times in a row. If base_url_override "
+                           "is set, check that it points at Klarna's (or Kustom's) API; otherwise report it to the connector's "
+                           "maintainers with this URL.")
         action = ResponseAction.RETRY if times < self.FOREIGN_ANSWERS_BEFORE_FAILING else ResponseAction.FAIL
         return ErrorResolution(action, FailureType.config_error if page else FailureType.system_error, message)
 
     def _transport_failure(self, exception: requests.RequestException) -> ErrorResolution:
-        # A body cut short fails while requests reads it, before it attaches the request: then the
-        # endpoint this handler serves is named instead.
+        # A body cut short fails before requests attaches the request: then the endpoint this handler serves is named.
         full_url = str(getattr(getattr(exception, "request", None), "url", "") or "")
-        url = full_url.split("?", 1)[0] or {"page": f"/settlements/v1/{self._items_field}", "list": "/settlements/v1/payouts/summary"}.get(
-            self.expect, "/ordermanagement/v1/orders/{order_id}")
+        served = {"page": f"/settlements/v1/{self._items_field}", "list": "/settlements/v1/payouts/summary"}
+        url = full_url.split("?", 1)[0] or served.get(self.expect, "/ordermanagement/v1/orders/{order_id}")
         deterministic = deterministic_transport_failure(exception, url, self.config) if full_url else None
         if deterministic:
             return ErrorResolution(ResponseAction.FAIL, FailureType.config_error, deterministic)
         resolution = super().interpret_response(exception)
-        return ErrorResolution(
-            response_action=resolution.response_action,
-            failure_type=resolution.failure_type or FailureType.transient_error,
-            error_message=f"Klarna did not answer {url} ({type(exception).__name__}: {exception}) through every retry. "
-            "Check the network path to Klarna (proxy, firewall) and retry the sync later.",
-        )
+        return ErrorResolution(resolution.response_action, resolution.failure_type or FailureType.transient_error,
+                               f"Klarna did not answer {url} ({type(exception).__name__}: {exception}) through every retry. "
+                               "Check the network path to Klarna (proxy, firewall) and retry the sync later.")
 
-
-# ----------------------------------------------------------------------------- requests: the merchant's rate limit, config mistakes, Basic auth
 
 RATE_LIMIT_HEADER, REMAINING_HEADER, RESET_HEADER = "X-Ratelimit-Limit", "X-Ratelimit-Remaining", "X-Ratelimit-Reset"
 
+
 def _header_number(response: requests.Response, name: str) -> Optional[float]:
     """The leading number of a rate-limit header (`200, 200;w=1` -> 200), or None."""
-    raw = response.headers.get(name)
-    if raw is None:
-        return None
-    head = str(raw).split(",", 1)[0].split(";", 1)[0].strip()
     try:
-        return float(head)
-    except ValueError:
+        return float(str(response.headers[name]).split(",", 1)[0].split(";", 1)[0].strip())
+    except (KeyError, ValueError):
         return None
 
 
@@ -442,34 +376,27 @@ def _window_seconds(response: requests.Response) -> Optional[float]:
 
 
 class RateLimitPacer:
-    """Spends a Klarna merchant's rate limit politely: at most `cap` requests/s, and no more than the
-    merchant's other traffic leaves, less a reserve, however Klarna counts.
+    """Spends a Klarna merchant's rate limit politely: at most `cap` requests/s, and no more than the merchant's other
+    traffic leaves, less a reserve, however Klarna counts.
 
-    Klarna counts its limit per merchant (the merchant's checkout, captures and refunds share it), and
-    once the merchant is over it every one of its requests gets 429 until the limit frees up: 429s are
-    not how to find the limit. How Klarna counts is not documented (fixed windows, a sliding window and
-    a token bucket all fit its headers), so nothing here depends on it. Every answer says what is left:
-    `X-Ratelimit-Remaining` (R), of `X-Ratelimit-Limit: 200, 200;w=1` (L per w seconds). Whatever the
-    accounting, the merchant is safe while R stays above the reserve, T = L x reserve: that is what is
-    left for the merchant's own bursts. So the rate is a feedback loop on the lowest R of each period
-    of w seconds (m): up by half of what was left unused above T (m - T, per w), down by half of what
-    was missing. At m = T the connector takes everything but the reserve: with no other traffic its
-    cap (whose default is L x (1 - reserve) itself), with others whatever they leave. An answer below T
-    cuts the rate by a third at once (a step or a burst of the others' traffic does not wait for the
-    period's end), one at half of T or less, or a 429, holds every request until the limit resets
-    (Retry-After, else X-Ratelimit-Reset). It starts at a tenth of L (never bursting into an unknown
-    share), keeps a floor of 1 % of L so a sync moves when the others leave nothing, and runs at its
-    cap when answers carry no headers (a proxy that drops them). Requests are spaced evenly (1/rate
-    apart), never sent in bursts. Thread safe: one pacer serves every stream of a sync.
-    """
+    Klarna counts its limit per merchant (its checkout, captures and refunds share it); once over it, every request of
+    the merchant gets 429 until the limit frees up, so 429s are not how to find the limit. How Klarna counts is not
+    documented (fixed windows, a sliding window and a token bucket all fit its headers), so nothing here depends on
+    it. Every answer says what is left: `X-Ratelimit-Remaining` (R) of `X-Ratelimit-Limit: 200, 200;w=1` (L per w
+    seconds). Whatever the accounting, the merchant is safe while R stays above the reserve T = L x reserve, left for
+    its own bursts. So the rate is a feedback loop on the lowest R of each period of w seconds (m): up by half of what
+    was left unused above T (m - T, per w), down by half of what was missing. At m = T the connector takes all but the
+    reserve: its cap with no other traffic (by default L x (1 - reserve)), else what the others leave. An answer below
+    T cuts the rate by a third at once (a step or burst of the others' traffic does not wait for the period's end);
+    one at T/2 or less, or a 429, holds every request until the limit resets (Retry-After, else X-Ratelimit-Reset). It
+    starts at a twentieth of L (never bursting into an unknown share), keeps a floor of 1 % of L so a sync moves when the
+    others leave nothing, and runs at its cap when answers carry no headers (a proxy that drops them). Requests are
+    spaced 1/rate apart, never in bursts. Thread safe: one pacer serves every stream of a sync."""
 
-    SLOW_START_SHARE = 0.1
-    FLOOR_SHARE = 0.01
-    GAIN = 0.5
-    CUT = 2 / 3
+    SLOW_START_SHARE, FLOOR_SHARE, GAIN, CUT = 0.05, 0.01, 0.5, 2 / 3
 
-    def __init__(self, assumed_limit: float, reserve: float, cap: Optional[float] = None, clock: Callable[[], float] =
-            time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, assumed_limit: float, reserve: float, cap: Optional[float] = None,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
         self._limit = float(assumed_limit)
         self._reserve = min(max(float(reserve), 0.0), 0.9)
         self._explicit_cap = float(cap) if cap else None
@@ -482,6 +409,7 @@ class RateLimitPacer:
         self._lowest: Optional[float] = None  # the lowest Remaining of the current period
         self._cut_in_period = False
         self._seen_headers = False
+        self._generation = 0  # turns handed out before a hold or a cut are of an older generation
         self._rate = min(self.cap, self._limit * self.SLOW_START_SHARE / self._window)  # requests per second
 
     @property
@@ -493,20 +421,24 @@ class RateLimitPacer:
         return self._rate
 
     def wait_turn(self) -> None:
-        """Blocks until this request may go out."""
-        with self._lock:
-            now = self._clock()
-            slot = max(now, self._next_send, self._hold_until)
-            self._next_send = slot + 1.0 / self._rate
-        if slot > now:
-            self._sleep(slot - now)
+        """Blocks until this request may go out. A turn handed out before a hold or a cut is asked for
+        again: the threads already waiting for theirs would otherwise go out at the old pace."""
+        while True:
+            with self._lock:
+                now = self._clock()
+                slot = max(now, self._next_send, self._hold_until)
+                self._next_send = slot + 1.0 / self._rate
+                generation = self._generation
+            if slot > now:
+                self._sleep(slot - now)
+            with self._lock:
+                if generation == self._generation:
+                    return
 
     def observe(self, response: requests.Response) -> None:
         """Learns from one answer (any status): its rate-limit headers, and a 429's wait."""
-        limit = _header_number(response, RATE_LIMIT_HEADER)
-        remaining = _header_number(response, REMAINING_HEADER)
-        reset = _header_number(response, RESET_HEADER)
-        retry_after = _header_number(response, "Retry-After")
+        headers = (RATE_LIMIT_HEADER, REMAINING_HEADER, RESET_HEADER, "Retry-After")
+        limit, remaining, reset, retry_after = (_header_number(response, name) for name in headers)
         window = _window_seconds(response)
         with self._lock:
             now = self._clock()
@@ -516,17 +448,18 @@ class RateLimitPacer:
                 self._window = window
             until_reset = max(reset if reset is not None else self._window, 0.0)
             if response.status_code == 429:
-                self._hold_until = max(self._hold_until, now + (max(retry_after, 0.0) if retry_after is not None else until_reset))
+                self._hold(now, now + (max(retry_after, 0.0) if retry_after is not None else until_reset))
             if remaining is None:
                 self._rate = min(self._rate, self.cap) if self._seen_headers else self.cap
                 return
             self._seen_headers = True
             target = self._limit * self._reserve
             if remaining <= target / 2:
-                self._hold_until = max(self._hold_until, now + until_reset)
+                self._hold(now, now + until_reset)
             if remaining < target and not self._cut_in_period:
                 self._cut_in_period = True
                 self._set_rate(self._rate * self.CUT)
+                self._hold(now, now)
             self._lowest = remaining if self._lowest is None else min(self._lowest, remaining)
             if self._period_start is None:
                 self._period_start = now
@@ -537,17 +470,29 @@ class RateLimitPacer:
     def _set_rate(self, rate: float) -> None:
         self._rate = min(self.cap, max(rate, max(1.0, self._limit * self.FLOOR_SHARE) / self._window))
 
+    def _hold(self, now: float, until: float) -> None:
+        """Nothing goes out before `until`, and the turns handed out so far are handed out again."""
+        if until > self._hold_until or until <= now:
+            self._hold_until = max(self._hold_until, until)
+            self._next_send = min(self._next_send, max(now, self._hold_until))
+            self._generation += 1
+
 
 RATE_LIMIT_PACERS: PerSync[RateLimitPacer] = PerSync()
 
-REGIONS = ("eu", "na", "oc")
-
-PLATFORMS = ("klarna", "kustom")
-
+REGIONS, PLATFORMS, LOCAL_HOSTS = ("eu", "na", "oc"), ("klarna", "kustom"), ("localhost", "127.0.0.1")
 # Kustom's API keys say which environment they are for: kco_live_api_... or kco_test_api_... .
 KUSTOM_KEY_PREFIX, KUSTOM_LIVE_KEY, KUSTOM_TEST_KEY = "kco_", "kco_live_", "kco_test_"
 
-LOCAL_HOSTS = ("localhost", "127.0.0.1")
+
+def _parsed(value: Any, layouts: Sequence[str]) -> Optional[datetime]:
+    """`value` as a UTC datetime in the first of `layouts` it fits, or None."""
+    for layout in layouts:
+        try:
+            return datetime.strptime(str(value), layout).replace(tzinfo=timezone.utc)
+        except ValueError:
+            continue
+    return None
 
 
 def config_problem(config: Mapping[str, Any], now: Optional[dt.datetime] = None) -> Optional[str]:
@@ -567,23 +512,14 @@ def config_problem(config: Mapping[str, Any], now: Optional[dt.datetime] = None)
         return problem
     start_date = config.get("start_date")
     if start_date:
-        parsed = None
-        for layout in ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d"):
-            try:
-                parsed = dt.datetime.strptime(str(start_date), layout).replace(tzinfo=dt.timezone.utc)
-                break
-            except ValueError:
-                continue
+        parsed = _parsed(start_date, ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d"))
         if parsed is None:
             return f"The start_date {start_date!r} is not a UTC date-time: write it as YYYY-MM-DDTHH:MM:SSZ, for example 2024-01-01T00:00:00Z."
         if parsed > now:
             return f"The start_date {start_date} lies in the future: set it to today or earlier, or leave it empty to sync the whole history."
-    for name, low, high in (
-        ("lookback_window_days", 0, 90),
-        ("concurrency", 1, 30),
-        ("max_requests_per_second", 1, 200),
-        ("rate_limit_reserve_percent", 0, 90),
-    ):
+    limits = (("lookback_window_days", 0, 90), ("concurrency", 1, 30), ("max_requests_per_second", 1, 200),
+              ("rate_limit_reserve_percent", 0, 90))
+    for name, low, high in limits:
         value = config.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high):
             return f"{name} must be a whole number from {low} to {high}; it is {value!r}."
@@ -591,18 +527,16 @@ def config_problem(config: Mapping[str, Any], now: Optional[dt.datetime] = None)
     if override:
         parsed_url = urlparse(str(override))
         if parsed_url.scheme == "http" and parsed_url.hostname not in LOCAL_HOSTS:
-            return (
-                f"base_url_override {override!r} uses plain http, which would send the Klarna password unencrypted: "
-                "use an https:// URL (plain http is only accepted for localhost and 127.0.0.1)."
-            )
+            return (f"base_url_override {override!r} uses plain http, which would send the Klarna password unencrypted: "
+                    "use an https:// URL (plain http is only accepted for localhost and 127.0.0.1).")
         if parsed_url.scheme not in ("http", "https") or not parsed_url.hostname:
             return f"base_url_override {override!r} is not a URL: write it as https://host[:port], or leave it empty to use Klarna's host for the region."
     return None
 
 
 def _platform_problem(config: Mapping[str, Any], region: str) -> Optional[str]:
-    """Platform mistakes: an unknown platform, a Klarna region with Kustom, and a Kustom API key used
-    with the wrong platform or environment (only the key's public prefix is ever quoted)."""
+    """Platform mistakes: an unknown platform, a Klarna region with Kustom, and a Kustom API key used with the wrong
+    platform or environment (only the key's public prefix is ever quoted)."""
     platform = config.get("platform") or "klarna"
     if platform not in PLATFORMS:
         return f"The platform {platform!r} is unknown: use klarna, or kustom if your API credentials come from the Kustom Portal."
@@ -612,10 +546,8 @@ def _platform_problem(config: Mapping[str, Any], region: str) -> Optional[str]:
             return "The password is a Kustom API key (it starts with kco_): set platform to kustom."
         return None
     if region != "eu":
-        return (
-            f"region {region!r} applies to Klarna only: Kustom serves every merchant from api.kustom.co, "
-            "so remove region (or set it to eu) when platform is kustom."
-        )
+        return (f"region {region!r} applies to Klarna only: Kustom serves every merchant from api.kustom.co, "
+                "so remove region (or set it to eu) when platform is kustom.")
     playground = bool(config.get("playground"))
     if password.startswith(KUSTOM_TEST_KEY) and not playground:
         return "The password is a Kustom test API key (kco_test_...): switch playground on, or use a live key (kco_live_...) for production."
@@ -626,24 +558,21 @@ def _platform_problem(config: Mapping[str, Any], region: str) -> Optional[str]:
 
 @dataclass
 class PacedBasicHttpAuthenticator(BasicHttpAuthenticator):
-    """The manifest's HTTP Basic auth, with every request paced to the merchant's rate limit
-    (`RateLimitPacer`), the Basic token registered as a secret, and what a user can fix reported in
-    one sentence before any stream reads.
+    """The manifest's HTTP Basic auth, with every request paced to the merchant's rate limit (`RateLimitPacer`), the
+    Basic token registered as a secret, and what a user can fix reported in one sentence before any stream reads.
 
-    Why the authenticator: it is the one component the CDK's HTTP client consults before every attempt
-    (retries included) and tells about every answer it receives (`update_from_response`, the CDK's
-    ResponseAwareAuthenticator protocol), and the one every stream builds with the sync's config
-    before its first request. The manifest's `api_budget` can only cap a rate; it cannot read Klarna's
-    X-Ratelimit-Remaining. The CDK masks the password in its output, not base64(username:password),
-    which a debug log of the request headers shows: registering the token masks it on every runtime.
+    Why the authenticator: it is the one component the CDK's HTTP client consults before every attempt (retries
+    included) and tells about every answer (`update_from_response`, the CDK's ResponseAwareAuthenticator protocol),
+    and the one every stream builds with the sync's config before its first request. The manifest's `api_budget` can
+    only cap a rate; it cannot read Klarna's X-Ratelimit-Remaining. The CDK masks the password in its output, not
+    base64(username:password), which a debug log of the request headers shows: registering the token masks it on every
+    runtime.
 
-    What a user can fix fails the sync once, before any stream: a config mistake (`config_problem`),
-    and what one request to Klarna shows will fail every request (`probe`: rejected credentials, a host
-    that is not Klarna's API, one that does not resolve or whose certificate is refused, an HTML page
-    instead of JSON). Met by every partition instead, each would report it again (14 errors for a
-    wrong password on the stock runtime). The manifest's spec validations cannot do this: the CDK hands
-    them one value at a time.
-    """
+    What a user can fix fails the sync once, before any stream: a config mistake (`config_problem`), and what one
+    request shows will fail every request (`probe`: rejected credentials, a host that is not Klarna's API, does not
+    resolve or whose certificate is refused, an HTML page instead of JSON). Met by every partition instead, each would
+    report it again (14 errors for a wrong password on the stock runtime). The manifest's spec validations cannot do
+    this: the CDK hands them one value at a time."""
 
     assumed_limit: Union[InterpolatedString, str, int] = 200
     reserve_percent: Union[InterpolatedString, str, int] = 20
@@ -656,10 +585,8 @@ class PacedBasicHttpAuthenticator(BasicHttpAuthenticator):
         super().__post_init__(parameters)
         self._parameters = parameters or {}
         limit, reserve, cap = (self._number(value) for value in (self.assumed_limit, self.reserve_percent, self.max_requests_per_second))
-        self._pacer = RATE_LIMIT_PACERS.of(
-            self.config,
-            lambda: RateLimitPacer(assumed_limit=limit or 200, reserve=(20 if reserve is None else reserve) / 100, cap=cap),
-        )
+        self._pacer = RATE_LIMIT_PACERS.of(self.config, lambda: RateLimitPacer(
+            assumed_limit=limit or 200, reserve=(20 if reserve is None else reserve) / 100, cap=cap))
         # The username and password do not change within a sync: the CDK's BasicHttpAuthenticator
         # renders both through Jinja twice per request (about 5 % of an order's CPU); once is enough.
         self._token, self._token_registered = super().token, False
@@ -676,8 +603,8 @@ class PacedBasicHttpAuthenticator(BasicHttpAuthenticator):
         return config_problem(self.config) or (self.probe() if self.probe_url_base else None)
 
     def probe(self) -> Optional[str]:
-        """One request to Klarna's payouts list; the sentence for an answer every request would get,
-        or None (an answer that is fine, or one a retry may cure: left to the streams' error handler)."""
+        """One request to Klarna's payouts list; the sentence for an answer every request would get, or None (an
+        answer that is fine, or one a retry may cure: left to the streams' error handler)."""
         url = str(InterpolatedString.create(self.probe_url_base, parameters=self._parameters).eval(self.config)).rstrip("/") + "/settlements/v1/payouts"
         try:
             response = requests.get(url, params={"size": 1}, auth=self, timeout=(30, 120))
@@ -703,8 +630,8 @@ class PacedBasicHttpAuthenticator(BasicHttpAuthenticator):
 
     def __call__(self, request: requests.PreparedRequest) -> Any:
         if not self._token_registered:
-            # Registered when first used, after the entrypoint has set up its secret list (which it
-            # replaces with the spec's secrets once it has the config).
+            # Registered on first use, after the entrypoint has set up its secret list (which it replaces with the
+            # spec's secrets once it has the config).
             add_to_secrets(self._token.split(" ", 1)[-1])
             self._token_registered = True
         self._pacer.wait_turn()
@@ -717,37 +644,14 @@ class PacedBasicHttpAuthenticator(BasicHttpAuthenticator):
 PROBES: "PerSync[Optional[str]]" = PerSync()
 
 
-# ----------------------------------------------------------------------------- transactions
-
 # The fields of Klarna's Transaction schema (settlements OpenAPI), in a fixed order.
 TRANSACTION_KEY_FIELDS = (
-    "amount",
-    "capture_id",
-    "merchant_reference1",
-    "sale_date",
-    "type",
-    "capture_date",
-    "payment_reference",
-    "order_id",
-    "payout",
-    "refund_id",
-    "short_order_id",
-    "merchant_reference2",
-    "currency_code",
-    "purchase_country",
-    "vat_rate",
-    "vat_amount",
-    "shipping_country",
-    "initial_payment_method_type",
-    "initial_number_of_installments",
-    "initial_payment_method_monthly_downpayments",
-    "merchant_capture_reference",
-    "merchant_refund_reference",
-    "detailed_type",
-    "tax_in_currency_of_registration_country",
-    "currency_code_of_registration_country",
-    "klarna_comment",
-    "reversal_reference",
+    "amount", "capture_id", "merchant_reference1", "sale_date", "type", "capture_date", "payment_reference",
+    "order_id", "payout", "refund_id", "short_order_id", "merchant_reference2", "currency_code", "purchase_country",
+    "vat_rate", "vat_amount", "shipping_country", "initial_payment_method_type", "initial_number_of_installments",
+    "initial_payment_method_monthly_downpayments", "merchant_capture_reference", "merchant_refund_reference",
+    "detailed_type", "tax_in_currency_of_registration_country", "currency_code_of_registration_country",
+    "klarna_comment", "reversal_reference",
 )
 
 
@@ -760,14 +664,12 @@ def transaction_fingerprint(record: Mapping[str, Any]) -> str:
 class OccurrenceCounter:
     """Counts how often each fingerprint was seen in each payout partition being read.
 
-    Counts belong to one partition object (the slice the CDK passes with every page of that
-    partition), not to the payment_reference: should the CDK read a payout twice in one sync, the
-    second read numbers its identical rows from 0 again and so repeats the first read's keys. A
-    partition's pages are read one after another by one worker and at most `concurrency` (<= 30)
-    partitions are read at once, so keeping the counters of the `capacity` most recent partitions is
-    exact while bounding memory on accounts with millions of transactions. Each entry holds its
-    slice, so the id() it is keyed by cannot be reused while the entry lives.
-    """
+    Counts belong to one partition object (the slice the CDK passes with every page of it), not to the
+    payment_reference: should the CDK read a payout twice in one sync, the second read numbers its identical rows from
+    0 again and so repeats the first read's keys. One worker reads a partition's pages one after another, and at most
+    `concurrency` (<= 30) partitions are read at once, so keeping the counters of the `capacity` most recent
+    partitions is exact while bounding memory on accounts with millions of transactions. An entry holds its slice, so
+    the id() it is keyed by cannot be reused while it lives."""
 
     def __init__(self, capacity: int = 512) -> None:
         self._capacity = capacity
@@ -788,18 +690,18 @@ class OccurrenceCounter:
 
 @dataclass
 class TransactionKeyAndPayout(RecordTransformation):
-    """Adds `transaction_key` (`<payment_reference>:<fingerprint>:<occurrence>`, `pending:...` for a
-    transaction not yet in a payout), and `payment_reference`/`payout_date` from the payout partition.
+    """Adds `transaction_key` (`<payment_reference>:<fingerprint>:<occurrence>`, `pending:...` for a transaction not
+    yet in a payout), and `payment_reference`/`payout_date` from the payout partition.
 
-    Klarna's transactions have no id, and a payout can hold byte-identical rows (two equal fees): the
-    key numbers them within their payout. One pass, without a Jinja render per record (an AddFields
-    rendered per record cost ~40 % of the per-record time, measured)."""
+    Klarna's transactions have no id, and a payout can hold byte-identical rows (two equal fees): the key numbers them
+    within their payout. One pass, without a Jinja render per record (an AddFields rendered per record cost ~40 % of
+    the per-record time, measured)."""
 
     parameters: InitVar[Mapping[str, Any]] = None
     counter: OccurrenceCounter = field(default_factory=OccurrenceCounter)
 
-    def transform(self, record: Dict[str, Any], config: Optional[Config] = None, stream_state: Optional[StreamState] = None,
-            stream_slice: Optional[StreamSlice] = None) -> None:
+    def transform(self, record: Dict[str, Any], config: Optional[Config] = None,
+                  stream_state: Optional[StreamState] = None, stream_slice: Optional[StreamSlice] = None) -> None:
         payment_reference = stream_slice.partition.get("payment_reference") if stream_slice is not None else None
         payout_date = stream_slice.extra_fields.get("payout_date") if stream_slice is not None else None
         payment_reference = payment_reference or record.get("payment_reference")
@@ -822,27 +724,23 @@ def _instant(payout_date: Any) -> Optional[datetime]:
 
 
 @dataclass
-class UnreadPayoutsPartitionRouter(RequestOptionsOfWrapped, PartitionRouter):
-    """One partition per payout whose transactions no earlier sync has read: the payouts router of
-    `transactions`, minus the payouts the previous sync already read.
+class UnreadPayoutsPartitionRouter(PartitionRouter):
+    """One partition per payout whose transactions no earlier sync has read: the payouts router of `transactions`,
+    minus the payouts the previous sync already read.
 
-    An incremental sync re-reads the payouts of the lookback window to catch payouts Klarna books late,
-    and a plain SubstreamPartitionRouter would then read the transactions of every one of them again
-    (two thirds of an incremental sync's requests after a day's growth). A payout's transactions never
-    change once it is paid out, so a payout read before is skipped. Which payouts were read is kept in
-    the parent state the CDK already carries for this stream, next to the payouts cursor:
+    An incremental sync re-reads the payouts of the lookback window to catch payouts Klarna books late, and a plain
+    SubstreamPartitionRouter would read the transactions of each of them again (two thirds of an incremental sync's
+    requests after a day's growth). A payout's transactions never change once it is paid out, so one read before is
+    skipped. Which payouts were read is kept in the parent state the CDK already carries, next to the payouts cursor:
 
         "parent_state": {"payouts": {"payout_date": "...", "payouts_read": {"<payment_reference>": "<payout_date>", ...}}}
 
-    The CDK keeps such extra keys of a sequential cursor state (its `legacy` part) and commits each
-    snapshot of this router's state only once every partition generated before it is closed, so a
-    payout enters the saved list only after all its transactions were emitted: skipping never loses a
-    row. The list holds the payouts dated within `remember_days` of the newest one seen (in this sync or
-    on the list it started from), i.e. those the next sync's lookback window can bring back; a payout
-    dropped from it too early is merely read again.
-    A late payout is not on the list, so it is read. Without a saved list (first sync, reset, a state
-    from an older version) every payout is read.
-    """
+    The CDK keeps such extra keys of a sequential cursor state (its `legacy` part) and commits each snapshot of this
+    router's state only once every partition generated before it is closed, so a payout enters the saved list only
+    after all its transactions were emitted: skipping never loses a row. The list holds the payouts dated within
+    `remember_days` of the newest one seen (in this sync or on the list it started from), those the next sync's
+    lookback can bring back; one dropped too early is merely read again. A late payout is not on the list, so it is
+    read. Without a saved list (first sync, reset, a state from an older version) every payout is read."""
 
     underlying_partition_router: SubstreamPartitionRouter
     config: Config
@@ -875,15 +773,11 @@ class UnreadPayoutsPartitionRouter(RequestOptionsOfWrapped, PartitionRouter):
             if moment is not None and (self._newest is None or moment > self._newest):
                 self._newest = moment
                 horizon = moment - self._remember
-                self._read = {
-                    ref: date for ref, date in self._read.items()
-                    if (_instant(date) or moment) >= horizon
-                }
+                self._read = {ref: date for ref, date in self._read.items() if (_instant(date) or moment) >= horizon}
 
     def stream_slices(self) -> Iterable[StreamSlice]:
-        # Read before the first parent page moves the parent cursor (and its state) on. The list goes
-        # on into this sync's state: should this sync fail before its payouts are all read, the state
-        # it leaves still names the payouts earlier syncs read.
+        # Read before the first parent page moves the parent cursor (and its state) on. The list goes on into this
+        # sync's state: should the sync fail before all its payouts are read, its state still names those read before.
         previously_read = self._previously_read()
         for payment_reference, payout_date in previously_read.items():
             self._remember_read(payment_reference, payout_date)
@@ -894,8 +788,8 @@ class UnreadPayoutsPartitionRouter(RequestOptionsOfWrapped, PartitionRouter):
             if payment_reference in generated:
                 continue  # the same payout twice in one sync (a list that moved between pages)
             generated.add(payment_reference)
-            # On the list before the slice goes out: the CDK's state snapshot taken after this slice
-            # includes the payout, and is committed only once this slice's partition is closed.
+            # Listed before the slice goes out: the CDK's state snapshot taken after this slice includes the payout,
+            # and is committed only once this slice's partition is closed.
             self._remember_read(payment_reference, payout_date)
             if previously_read.get(payment_reference) != str(payout_date):
                 yield stream_slice
@@ -909,24 +803,29 @@ class UnreadPayoutsPartitionRouter(RequestOptionsOfWrapped, PartitionRouter):
         state[self._parent_name] = parent_state
         return state
 
-    @property
-    def _wrapped(self) -> PartitionRouter:
-        return self.underlying_partition_router
+    # The CDK declares the request options abstract; this router adds none to those of the one it wraps.
+    def get_request_params(self, **kwargs: Any) -> MutableMapping[str, Any]:
+        return self.underlying_partition_router.get_request_params(**kwargs)
 
+    def get_request_headers(self, **kwargs: Any) -> Mapping[str, Any]:
+        return self.underlying_partition_router.get_request_headers(**kwargs)
 
-# ----------------------------------------------------------------------------- payouts
+    def get_request_body_data(self, **kwargs: Any) -> Union[Mapping[str, Any], str]:
+        return self.underlying_partition_router.get_request_body_data(**kwargs)
+
+    def get_request_body_json(self, **kwargs: Any) -> Mapping[str, Any]:
+        return self.underlying_partition_router.get_request_body_json(**kwargs)
+
 
 @dataclass
 class EachKeyOncePerSync(RecordFilter):
     """Lets a record through the first time its `key` is seen in this sync, drops repeats.
 
-    Klarna lists a window's payouts newest first and pages by offset: a payout Klarna adds while the
-    connector is between two pages of a window shifts the list, and the last payouts of page 1 come
-    again at the top of page 2. Nothing is skipped (the shift is towards later pages), but the sync
-    would emit those payouts twice. Payouts are few (about one per currency and day), so the keys of
-    one sync fit in memory; the filter belongs to one stream instance, shared by its concurrent
-    windows. The payouts Klarna added meanwhile arrive with the next sync (the lookback re-reads them).
-    """
+    Klarna lists a window's payouts newest first and pages by offset: a payout added while the connector is between
+    two pages of a window shifts the list, and the last payouts of page 1 come again at the top of page 2. Nothing is
+    skipped (the shift is towards later pages), but the sync would emit those payouts twice. Payouts are few (about
+    one per currency and day), so one sync's keys fit in memory; the filter belongs to one stream instance, shared by
+    its concurrent windows. The payouts added meanwhile arrive with the next sync (the lookback re-reads them)."""
 
     key: str = ""
 
@@ -935,9 +834,9 @@ class EachKeyOncePerSync(RecordFilter):
         self._seen: Set[Any] = set()
         self._lock = threading.Lock()
 
-    def filter_records(self, records: Iterable[Mapping[str, Any]], stream_state: StreamState, stream_slice:
-            Optional[StreamSlice] = None, next_page_token: Optional[Mapping[str, Any]] = None) -> Iterable[Mapping[str,
-            Any]]:
+    def filter_records(self, records: Iterable[Mapping[str, Any]], stream_state: StreamState,
+                       stream_slice: Optional[StreamSlice] = None,
+                       next_page_token: Optional[Mapping[str, Any]] = None) -> Iterable[Mapping[str, Any]]:
         for record in records:
             value = record.get(self.key)
             if value is None:
@@ -950,14 +849,11 @@ class EachKeyOncePerSync(RecordFilter):
                 yield record
 
 
-# ----------------------------------------------------------------------------- orders, captures and refunds
-
 class SpillingAnswers:
-    """order_id -> [status, readers so far, body]: the bodies of the most recent answers in memory, up to
-    `memory_bytes`; older ones zlib-compressed (4 KB -> 1.1 KB) into a temporary file that is deleted
-    when closed, the entry keeping where. So memory stays flat however many orders wait for a reader
-    (a stream that is not selected, or one that runs after the others), and a sync whose three streams
-    read side by side never writes the file. Not thread-safe: OrderFetcher's lock guards it."""
+    """order_id -> [status, readers so far, body]: the most recent bodies in memory, up to `memory_bytes`, older ones
+    zlib-compressed (4 KB -> 1.1 KB) into a temporary file deleted on close, the entry keeping where. So memory stays
+    flat however many orders wait for a reader (a stream not selected, or one that runs after the others), and a sync
+    whose three streams read side by side never writes the file. Not thread-safe: OrderFetcher's lock guards it."""
 
     def __init__(self, memory_bytes: int = 8 << 20) -> None:
         self._memory_bytes = memory_bytes
@@ -1009,7 +905,6 @@ class SpillingAnswers:
             self._file = None
 
 
-
 LOGGER = logging.getLogger("airbyte.source_klarna")
 
 
@@ -1023,24 +918,21 @@ class _Pending:
 
 
 class OrderFetcher:
-    """Klarna's answer for each order that `orders`, `captures` or `refunds` asks for in a sync, each
-    order requested once whichever of the three asks first, kept until all three have read it.
+    """Klarna's answer for each order that `orders`, `captures` or `refunds` asks for in a sync, each order requested
+    once whichever of the three asks first, kept until all three have read it.
 
-    Why not the stock path: each of the three streams would request every order itself (three
-    requests per order against the merchant's shared rate limit), and the CDK's HttpRequester.send_request
-    spends 2.6-3.3 ms of CPU per request (measured), more than the 3 ms an order may cost in all.
-    So `concurrency` threads of this fetcher send the requests through a requests.Session of its own
-    (its pool as large as the threads: no "Connection pool is full"; the environment's proxies and CA
-    bundle read once, not per request), authenticated and paced by the manifest's authenticator, each
-    answer judged by the order requester's error handler and retried with its backoff, as the CDK's
-    client would (its public `interpret_response`, `backoff_time` and `max_retries`).
+    Why not the stock path: each stream would request every order itself (three requests per order against the
+    merchant's shared rate limit), and the CDK's HttpRequester.send_request spends 2.6-3.3 ms of CPU per request
+    (measured), more than the 3 ms an order may cost in all. So `concurrency` threads send the requests through a
+    requests.Session of this fetcher's own (its pool as large as the threads: no "Connection pool is full"; the
+    environment's proxies and CA bundle read once, not per request), authenticated and paced by the manifest's
+    authenticator, each answer judged by the order requester's error handler and retried with its backoff, as the
+    CDK's client would (its public `interpret_response`, `backoff_time` and `max_retries`).
 
-    Single-flight: a reader that asks for an order under way waits for that fetch; a fetch that fails
-    is forgotten (the next reader asks again) and fails every reader waiting on it. Answers wait for
-    the readers that have not read them in SpillingAnswers (in memory, then a temporary file), so memory
-    stays flat when a stream is not selected or runs after the others. The threads are daemons: a
-    sync that ends (or fails) does not wait for fetches nobody will read.
-    """
+    Single-flight: a reader asking for an order under way waits for that fetch; a failed fetch is forgotten (the next
+    reader asks again) and fails every reader waiting on it. Answers wait for their other readers in SpillingAnswers,
+    so memory stays flat when a stream is not selected or runs after the others. The threads are daemons: a sync that
+    ends (or fails) does not wait for fetches nobody will read."""
 
     READERS = {"orders": 1, "captures": 2, "refunds": 4}
     EVERY_READER = 7
@@ -1143,12 +1035,12 @@ ORDER_FETCHERS: "PerSync[OrderFetcher]" = PerSync()
 @dataclass
 class OrderItemsRetriever(Retriever):
     """The records of one batch of order ids (a GroupingPartitionRouter slice, `{"order_id": [...]}` with
-    `extra_fields` `{"payout_date": [...]}`): the orders themselves, or the `items_field` items embedded in
-    them (captures, refunds), each with its order's order_id and the payout_date of the payout whose
-    transaction named the order; through the record selector (transformations, schema normalisation).
+    `extra_fields` `{"payout_date": [...]}`): the orders themselves, or the `items_field` items embedded in them
+    (captures, refunds), each with its order's order_id and the payout_date of the payout whose transaction named the
+    order; through the record selector (transformations, schema normalisation).
 
-    Why custom: a SimpleRetriever sends one request per page it builds; these three streams read the
-    same orders, once each, through the sync's OrderFetcher (see there)."""
+    Why custom: a SimpleRetriever sends one request per page it builds; these three streams read the same orders, once
+    each, through the sync's OrderFetcher (see there)."""
 
     requester: Any
     record_selector: Any
@@ -1193,25 +1085,17 @@ class OrderItemsRetriever(Retriever):
         pass
 
 
-# ----------------------------------------------------------------------------- states
-
 def _is_datetime(value: Any, layouts: Sequence[str]) -> bool:
-    for layout in layouts:
-        try:
-            datetime.strptime(str(value), layout)
-            return isinstance(value, str)
-        except ValueError:
-            continue
-    return False
+    return isinstance(value, str) and _parsed(value, layouts) is not None
 
 
 @dataclass
 class UsableState(StateMigration):
-    """Fails the sync with one sentence naming the stream, the value and the fix when a saved state
-    holds what the connector cannot use: a cursor (`payout_date`, `summary_month`, at any depth: the
-    transactions' and orders' states carry their parents') that is not a date-time, or a `payouts_read`
-    list that is not a mapping of payment references to dates. Without it the CDK ends the read with
-    "Something went wrong in the connector". Changes nothing: states of every earlier version pass."""
+    """Fails the sync with one sentence naming the stream, the value and the fix when a saved state holds what the
+    connector cannot use: a cursor (`payout_date`, `summary_month`, at any depth: the transactions' and orders' states
+    carry their parents') that is not a date-time, or a `payouts_read` list that is not a mapping of payment
+    references to dates. Without it the CDK ends the read with "Something went wrong in the connector". Changes
+    nothing: states of every earlier version pass."""
 
     stream: str = ""
     cursor_datetime_formats: List[str] = field(default_factory=lambda: ["%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z"])
@@ -1221,10 +1105,9 @@ class UsableState(StateMigration):
     def should_migrate(self, stream_state: Mapping[str, Any]) -> bool:
         problem = self._problem(stream_state, "")
         if problem:
-            message = (
-                f"The saved state of stream {self.stream} cannot be used: {problem}. Reset the stream's state "
-                "(in Airbyte: clear its data and sync again), or correct the value to a date-time such as 2024-01-01T00:00:00Z."
-            )
+            message = (f"The saved state of stream {self.stream} cannot be used: {problem}. Reset the stream's state "
+                       "(in Airbyte: clear its data and sync again), or correct the value to a date-time such as "
+                       "2024-01-01T00:00:00Z.")
             raise AirbyteTracedException(message=message, internal_message=message, failure_type=FailureType.config_error)
         return False
 
@@ -1252,10 +1135,10 @@ class UsableState(StateMigration):
 
 @dataclass
 class NestedParentStateMigration(StateMigration):
-    """A `captures`/`refunds` state as the CDK reads it: `parent_state.orders.parent_state` (the shape
-    both this version and the one before write, see OrderIdBatches) lifted to `parent_state`. The CDK
-    gives a parent stream the child state's `parent_state[<parent name>]` before any router runs, so
-    only a state migration can. It stays as long as states written by 1.1.0 may come back."""
+    """A `captures`/`refunds` state as the CDK reads it: `parent_state.orders.parent_state` (the shape both this
+    version and the one before write, see OrderIdBatches) lifted to `parent_state`. The CDK gives a parent stream the
+    child state's `parent_state[<parent name>]` before any router runs, so only a state migration can. It stays as
+    long as states written by 1.1.0 may come back."""
 
     nested_under: str
     config: Optional[Config] = None
@@ -1276,20 +1159,19 @@ class NestedParentStateMigration(StateMigration):
 class RemoveFieldsUnlessConfigured(RecordTransformation):
     """RemoveFields, unless the config flag `keep_if` is on: how personal data stays out by default.
 
-    The CDK's RemoveFields has a `condition`, but it cannot gate on the config: it hands the condition
-    to dpath.delete as `afilter`, and dpath 2.2 then deletes every leaf of the record the filter accepts,
-    matched by the pointer or not (`selected = afilter and leaf(value) and afilter(value)`), so
-    `condition: "{{ not config.include_personal_data }}"` empties the whole record. Pointers are lists
-    of keys; "*" stands for every item of a list (or value of an object). It can go when RemoveFields'
-    condition selects among the pointed fields only (the manifest then says `condition:` instead).
-    """
+    The CDK's RemoveFields has a `condition`, but it cannot gate on the config: it hands the condition to dpath.delete
+    as `afilter`, and dpath 2.2 then deletes every leaf of the record the filter accepts, matched by the pointer or
+    not (`selected = afilter and leaf(value) and afilter(value)`), so `condition: "{{ not config.include_personal_data
+    }}"` empties the whole record. Pointers are lists of keys; "*" stands for every item of a list (or value of an
+    object). It can go when RemoveFields' condition selects among the pointed fields only (the manifest then says
+    `condition:` instead)."""
 
     field_pointers: List[List[str]]
     keep_if: str
     parameters: InitVar[Mapping[str, Any]] = None
 
-    def transform(self, record: Dict[str, Any], config: Optional[Config] = None, stream_state: Optional[StreamState] = None,
-            stream_slice: Optional[StreamSlice] = None) -> None:
+    def transform(self, record: Dict[str, Any], config: Optional[Config] = None,
+                  stream_state: Optional[StreamState] = None, stream_slice: Optional[StreamSlice] = None) -> None:
         if config and config.get(self.keep_if):
             return
         for pointer in self.field_pointers:

@@ -523,7 +523,7 @@ def format_html(report: Report) -> str:
     verdict = (
         "<p class='ok'>All payouts reconcile: every totals field equals its transactions.</p>" if report.reconciles and report.payouts
         else "<p>Nothing to reconcile.</p>" if not report.payouts
-        else f"<p class='bad'>{len(report.non_reconciling):,} payouts do not reconcile.</p>"
+        else f"<p class='bad'>{len(report.non_reconciling):,} of {report.payouts:,} payouts do not reconcile.</p>"
     )
     mismatch_table = ""
     if report.mismatches:

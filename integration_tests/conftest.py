@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from connector_runner import FORMS, assert_manifest_only_form_ready
+from connector_runner import FORMS, assert_manifest_only_form_ready, use_connector_files
 from klarna_emulator import DatasetSpec, KlarnaEmulator
 
 # A distinctive password: every end-to-end test can assert it leaks into no output.
@@ -37,21 +38,24 @@ def make_emulator():
         server.__exit__(None, None, None)
 
 
-@pytest.fixture(scope="session")
-def manifest_only_build() -> None:
-    """build/manifest-only/ written from the root's files once per session, as `make manifest-only`
-    does (the root's files change between sessions; a change within one fails the manifest-only runs
-    as stale, see connector_runner.assert_manifest_only_form_ready)."""
+@pytest.fixture(scope="session", autouse=True)
+def manifest_only_build(tmp_path_factory) -> Path:
+    """The manifest-only form of the root's files as they are when the session starts, written by
+    scripts/manifest_only.py (what `make manifest-only` writes into build/manifest-only/) into a
+    directory of the session's own: both forms run these two files all session long, whatever the
+    root's files become meanwhile (connector_runner.use_connector_files)."""
     from scripts import manifest_only
 
-    assert manifest_only.main() == 0, "the root's files are not in manifest-only form (see stderr)"
+    out = tmp_path_factory.mktemp("manifest-only")
+    assert manifest_only.main(out=out) == 0, "the root's files are not in manifest-only form (see stderr)"
+    use_connector_files(out)
+    return out
 
 
 @pytest.fixture(params=FORMS)
 def form(request) -> str:
     """The connector's form, "package" or "manifest-only" (connector_runner): a test that takes it
-    runs against both, with the same assertions."""
+    runs against both, with the same assertions, on the same two files."""
     if request.param == "manifest-only":
-        request.getfixturevalue("manifest_only_build")
         assert_manifest_only_form_ready()
     return request.param

@@ -1,14 +1,17 @@
 """Runs the connector as a subprocess, the way Airbyte runs the image, in either of its two forms:
 
-* "package": the `source-klarna` executable of this environment, with the checkout first on
-  PYTHONPATH, so that it launches the repository's manifest.yaml and components.py (the ones the lead
-  edits), not the copies in the installed wheel, which may be older;
+* "package": the package's launcher (`source_klarna.run.run`, what the `source-klarna` executable
+  calls) from the checkout, with `connector_file` pointed at the manifest.yaml and components.py the
+  session runs;
 * "manifest-only": Airbyte's stock runtime, `source-declarative-manifest` of a virtual environment that
-  has airbyte-cdk and not this package (.venv-manifest-only), on build/manifest-only/ (`make
-  manifest-only`: the root's two files, copied), with AIRBYTE_ENABLE_UNSAFE_CODE=true as Airbyte sets it
-  for a connector with a components.py.
+  has airbyte-cdk and not this package (.venv-manifest-only), with `--manifest-path`/`--components-path`
+  of those same two files and AIRBYTE_ENABLE_UNSAFE_CODE=true, as Airbyte sets it for a connector with
+  a components.py.
 
-Both run the same two files the same way, so a test parametrised over `FORMS` asserts the same of both.
+The two files both forms run are the session's snapshot of the root's (`use_connector_files`, which
+conftest calls once per session with a copy written by scripts/manifest_only.py, what `make
+manifest-only` writes): the root's files change while the lead edits them, and both forms must run
+the same ones for a test to assert the same of both. Without a snapshot, the root's files are run.
 Output is parsed line by line as it arrives (records are kept, but a caller can ask for counts only),
 and every run has a hard timeout so a hang fails the test instead of the CI job.
 """
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
+# The installed wheel's executable (test_cli.py checks what it ships).
 EXECUTABLE = Path(sys.executable).with_name("source-klarna")
 FORMS = ("package", "manifest-only")
 MANIFEST_ONLY_BUILD = ROOT / "build" / "manifest-only"
@@ -34,53 +38,52 @@ MANIFEST_ONLY_RUNTIME = MANIFEST_ONLY_VENV / "bin" / "source-declarative-manifes
 # On the path of every run, both forms: a host under .invalid fails to resolve without a DNS query
 # leaving the machine (offline_dns/sitecustomize.py), so the tests of an unknown host stay on loopback.
 OFFLINE_DNS = str(Path(__file__).resolve().parent / "offline_dns")
-# What the package form puts first on the path: the checkout's source_klarna, which launches the
-# checkout's manifest.yaml and components.py (source_klarna.run.connector_file).
-CHECKOUT_FIRST = {"PYTHONPATH": os.pathsep.join(filter(None, [OFFLINE_DNS, str(ROOT), os.environ.get("PYTHONPATH", "")]))}
+_connector_files: Dict[str, Path] = {}
+
+
+def use_connector_files(directory: Path) -> None:
+    """Both forms run `directory`'s manifest.yaml and components.py from now on."""
+    _connector_files["dir"] = Path(directory)
+
+
+def connector_file(name: str) -> Path:
+    """manifest.yaml or components.py as both forms run them: the session's snapshot, else the root's."""
+    return _connector_files.get("dir", ROOT) / name
 
 
 def assert_manifest_only_form_ready() -> None:
-    """The manifest-only form can run, and runs the root's files as they are now: a missing or stale
-    build fails the test (it is not skipped), with what to run."""
+    """The manifest-only runtime exists: a missing one fails the test (it is not skipped), saying what to run."""
     assert MANIFEST_ONLY_RUNTIME.exists(), f"no {MANIFEST_ONLY_RUNTIME}: `make test` (or `make .venv-manifest-only/.installed`) makes it"
-    stale = [
-        name for name in ("manifest.yaml", "components.py")
-        if not (MANIFEST_ONLY_BUILD / name).is_file() or (MANIFEST_ONLY_BUILD / name).read_bytes() != (ROOT / name).read_bytes()
-    ]
-    assert not stale, f"build/manifest-only/ lacks the root's {stale}: run `.venv/bin/python -m scripts.manifest_only`"
+
+
+# The package's launcher with connector_file answering argv[1] for manifest.yaml and argv[2] for
+# components.py (a patched manifest, or the session's snapshot), then `source-klarna`'s arguments.
+PACKAGE_LAUNCHER = """
+import pathlib, sys
+import source_klarna.run as launcher
+files = {"manifest.yaml": pathlib.Path(sys.argv.pop(1)), "components.py": pathlib.Path(sys.argv.pop(1))}
+launcher.connector_file = files.__getitem__
+launcher.run(sys.argv[1:])
+"""
 
 
 def connector_command(form: str, verb: str, arguments: List[str], manifest_file: Optional[Path] = None) -> Tuple[List[str], Dict[str, str]]:
-    """(command, environment) of one run of the connector in `form`, on the shipped manifest or on
-    `manifest_file` (a patched copy; components.py stays the shipped one). Run it in a directory of
-    its own (the protocol files' temporary one): nothing of the checkout is importable from there but
-    what PYTHONPATH names."""
+    """(command, environment) of one run of the connector in `form`, on the session's manifest or on
+    `manifest_file` (a patched copy; components.py stays the session's). Run it in a directory of its
+    own (the protocol files' temporary one): nothing of the checkout is importable from there but what
+    PYTHONPATH names."""
+    manifest, components = str(manifest_file or connector_file("manifest.yaml")), str(connector_file("components.py"))
+    environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     if form == "package":
-        if manifest_file is None:
-            return [str(EXECUTABLE), verb, *arguments], {**os.environ, **CHECKOUT_FIRST}
-        return [sys.executable, "-c", PATCHED_MANIFEST_LAUNCHER, str(manifest_file), verb, *arguments], {**os.environ, **CHECKOUT_FIRST}
+        # The checkout's source_klarna (the lead's launcher), and the resolver shim.
+        command = [sys.executable, "-c", PACKAGE_LAUNCHER, manifest, components, verb, *arguments]
+        return command, {**environment, "PYTHONPATH": os.pathsep.join([OFFLINE_DNS, str(ROOT)])}
     if form == "manifest-only":
         assert_manifest_only_form_ready()
-        manifest = manifest_file or MANIFEST_ONLY_BUILD / "manifest.yaml"
-        command = [
-            str(MANIFEST_ONLY_RUNTIME), verb, *arguments,
-            "--manifest-path", str(manifest), "--components-path", str(MANIFEST_ONLY_BUILD / "components.py"),
-        ]
+        command = [str(MANIFEST_ONLY_RUNTIME), verb, *arguments, "--manifest-path", manifest, "--components-path", components]
         # Nothing of this repository on the path but the resolver shim (no source_klarna).
-        environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
         return command, {**environment, "PYTHONPATH": OFFLINE_DNS, "AIRBYTE_ENABLE_UNSAFE_CODE": "true"}
     raise ValueError(f"unknown form {form!r}: one of {FORMS}")
-
-
-# Runs the package's own launcher (source_klarna.run) with the manifest read from argv[1] instead of
-# the shipped one: for what-if runs of a manifest change (a faster backoff) without touching the file.
-PATCHED_MANIFEST_LAUNCHER = """
-import pathlib, sys
-import source_klarna.run as launcher
-manifest, shipped = pathlib.Path(sys.argv.pop(1)), launcher.connector_file
-launcher.connector_file = lambda name: manifest if name == "manifest.yaml" else shipped(name)
-launcher.run(sys.argv[1:])
-"""
 
 
 def configured_catalog(streams: Iterable[str], sync_mode: str = "incremental") -> Dict[str, Any]:

@@ -29,14 +29,11 @@ from urllib.parse import parse_qsl, quote, urlsplit
 import pendulum
 import yaml
 
-from connector_runner import ROOT, ConnectorRun, connector_command, protocol_arguments
+from connector_runner import ConnectorRun, connector_command, connector_file, protocol_arguments
 
 
 def shipped_manifest() -> Dict[str, Any]:
-    """The manifest both forms run: the checkout's (source_klarna.run.connector_file, imported here from
-    the checkout, finds no packaged copy beside it and answers the root's)."""
-    from source_klarna.run import connector_file
-
+    """The manifest both forms run (connector_runner.connector_file: the session's copy of the root's)."""
     return yaml.safe_load(connector_file("manifest.yaml").read_text())
 
 
@@ -48,7 +45,7 @@ def connector_components() -> Any:
 
     name = "klarna_connector_components_under_test"
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "components.py")
+        spec = importlib.util.spec_from_file_location(name, connector_file("components.py"))
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
@@ -450,10 +447,12 @@ def selected_scenarios(request, param: str = "scenario") -> List[str]:
     return names
 
 
-def scenario_results(request, scenarios: Mapping[str, Callable[[], Any]], workers: int = 16) -> Dict[str, Any]:
-    """Runs the selected scenarios of a module at once: they mostly wait (on backoff sleeps, on the
-    interpreter starting), so side by side they cost about as long as the longest one."""
+def scenario_results(request, scenarios: Mapping[str, Callable[[], Any]], workers: int = 16, also: Iterable[str] = ()) -> Dict[str, Any]:
+    """Runs the selected scenarios of a module at once (and the scenarios named in `also`): they mostly
+    wait (on backoff sleeps, on the interpreter starting), so side by side they cost about as long as
+    the longest one."""
     wanted = selected_scenarios(request)
+    wanted += [name for name in also if name not in wanted]
     unknown = [name for name in wanted if name not in scenarios]
     assert not unknown, f"tests ask for scenarios nobody defined: {unknown}"
     return run_concurrently({name: scenarios[name] for name in wanted}, workers=workers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -10,11 +11,14 @@ from conftest import EMULATOR_PASSWORD
 
 
 def test_the_executable_runs_the_installed_package_with_its_manifest():
-    # `make test` installs the wheel, not the checkout: the manifest must ship inside the package.
-    code = "import source_klarna.source as s; print(s.manifest_path())"
-    manifest = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/").stdout.strip()
+    # `make test` installs the wheel: manifest.yaml and components.py must ship inside the package
+    # (the end-to-end tests run the checkout's, connector_runner; this is the installed one on its own).
+    code = "import source_klarna.run as r; print(r.connector_file('manifest.yaml')); print(r.connector_file('components.py'))"
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/", timeout=60)
+    manifest, components = found.stdout.split()
 
-    assert manifest.endswith("source_klarna/manifest.yaml")
+    assert manifest.endswith("site-packages/source_klarna/manifest.yaml"), manifest
+    assert components.endswith("site-packages/source_klarna/components.py"), components
     assert EXECUTABLE.exists()
 
 
@@ -61,7 +65,10 @@ def test_check_with_a_wrong_password_fails_with_a_sentence_and_no_traceback(emul
     status = run.connection_status()
     assert status["status"] == "FAILED"
     assert "rejected the API credentials for the eu production environment" in status["message"]
-    assert "Traceback" not in run.everything
+    # The CDK's check logs the failure with its stack trace (an ERROR log message, in both forms); no
+    # bare traceback on stderr, none elsewhere.
+    assert "Traceback" not in run.stderr
+    assert not [m for m in run.messages if "Traceback" in json.dumps(m) and not (m.get("type") == "LOG" and m["log"]["level"] == "ERROR")]
     assert "wrong-password-123" not in run.everything
 
 
@@ -77,7 +84,7 @@ def test_discover_lists_the_streams_with_keys_and_cursors(emulator):
 
     assert run.exit_code == 0
     streams = {s["name"]: s for s in run.of_type("CATALOG")[0]["catalog"]["streams"]}
-    assert set(streams) == {"payouts", "transactions", "payout_summaries", "orders", "captures", "refunds"}
+    assert set(streams) == {"payouts", "transactions", "payout_summaries", "orders", "captures", "refunds", "pending_transactions"}
     assert streams["payouts"]["source_defined_primary_key"] == [["payment_reference"]]
     assert streams["transactions"]["source_defined_primary_key"] == [["transaction_key"]]
     assert streams["payouts"]["default_cursor_field"] == ["payout_date"]
@@ -86,7 +93,10 @@ def test_discover_lists_the_streams_with_keys_and_cursors(emulator):
     assert streams["captures"]["source_defined_primary_key"] == [["capture_id"]]
     assert streams["refunds"]["source_defined_primary_key"] == [["refund_id"]]
     assert all(streams[name]["default_cursor_field"] == ["payout_date"] for name in ("orders", "captures", "refunds"))
-    assert all("incremental" in s["supported_sync_modes"] for s in streams.values())
+    assert all("incremental" in s["supported_sync_modes"] for name, s in streams.items() if name != "pending_transactions")
+    # Transactions in no payout yet: no payout_date to be incremental on.
+    assert streams["pending_transactions"]["supported_sync_modes"] == ["full_refresh"]
+    assert streams["pending_transactions"]["source_defined_primary_key"] == [["transaction_key"]]
     assert EMULATOR_PASSWORD not in run.everything
 
 

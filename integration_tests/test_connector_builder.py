@@ -34,7 +34,7 @@ from klarna_emulator import Dataset, DatasetSpec, KlarnaEmulator
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = ROOT / "manifest.yaml"
-COMPONENTS_PY = ROOT / "source_klarna" / "components.py"
+COMPONENTS_PY = ROOT / "components.py"
 # The data of the standard suite (test_standard_suite.ACCEPTANCE_SPEC), so its expected records hold
 # the transaction keys the Builder must compute too.
 SPEC = DatasetSpec(seed=1, payouts=6, transactions_per_payout=5, first_payout_date="2026-03-02T00:00:00Z")
@@ -80,7 +80,7 @@ def pasted_components_are_removed_afterwards():
 @pytest.fixture
 def only_the_cdk(monkeypatch):
     """A Builder that has the CDK but not our package: `source_klarna` cannot be imported."""
-    for name in ("source_klarna", "source_klarna.components"):
+    for name in ("source_klarna", "source_klarna.run"):
         monkeypatch.setitem(sys.modules, name, None)  # `import` now raises ModuleNotFoundError
 
 

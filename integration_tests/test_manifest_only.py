@@ -1,48 +1,58 @@
-"""The manifest-only form on Airbyte's stock declarative runtime: build/manifest-only/ (manifest.yaml and
-components.py, as `make manifest-only` writes them) run by `source-declarative-manifest` from a virtual
-environment that has airbyte-cdk at the pinned version and NOT this package, against the emulator.
+"""The manifest-only form on Airbyte's stock declarative runtime: build/manifest-only/ (manifest.yaml,
+components.py and metadata.yaml, the root's as they are, as `make manifest-only` copies them) run by
+`source-declarative-manifest` from a virtual environment that has airbyte-cdk at the pinned version and
+NOT this package, against the emulator (connector_runner's "manifest-only" form).
 
 It must read exactly the records `source-klarna` reads, whatever the order of the streams in the
 catalog, request each order once per sync, and go on from a state as `source-klarna` does.
 """
 
 import json
-import os
 import subprocess
 import tempfile
 from collections import Counter
-from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import pytest
 
 from conftest import EMULATOR_PASSWORD
-from connector_runner import ConnectorRun, configured_catalog, parse_run, protocol_arguments, run_connector, run_in_own_session
+from connector_runner import MANIFEST_ONLY_VENV as VENV, ROOT, ConnectorRun, configured_catalog, run_connector
 from klarna_emulator import DatasetSpec
+from scripts import manifest_only
 
-ROOT = Path(__file__).resolve().parents[1]
-BUILD = ROOT / "build" / "manifest-only"
-VENV = Path(os.environ.get("SOURCE_KLARNA_MANIFEST_ONLY_VENV", ROOT / ".venv-manifest-only"))
-RUNTIME = VENV / "bin" / "source-declarative-manifest"
-STREAMS = ["payouts", "transactions", "payout_summaries", "orders", "captures", "refunds"]
-# Orders with captures and refunds, a few gone (404), two payouts' pages of transactions.
-SPEC = DatasetSpec(seed=81, payouts=6, transactions_per_payout=40, first_payout_date="2026-10-01T00:00:00Z", purged_order_ratio=0.1)
-
-pytestmark = pytest.mark.skipif(
-    not (RUNTIME.exists() and (BUILD / "components.py").exists()),
-    reason=f"the manifest-only runtime ({RUNTIME}) or build/manifest-only/ is missing: `make test` makes both",
-)
-
+STREAMS = ["payouts", "transactions", "payout_summaries", "orders", "captures", "refunds", "pending_transactions"]
+# Orders with captures and refunds, a few gone (404), two payouts' pages of transactions, 3 pending ones.
+SPEC = DatasetSpec(seed=81, payouts=6, transactions_per_payout=40, first_payout_date="2026-10-01T00:00:00Z", purged_order_ratio=0.1, pending_transactions=3)
 
 def run_manifest_only(verb: str, config: Dict[str, Any], catalog: Optional[Dict[str, Any]] = None, state: Optional[List[Dict[str, Any]]] = None) -> ConnectorRun:
-    with tempfile.TemporaryDirectory(prefix="manifest-only-") as tmp:
-        command = [
-            str(RUNTIME), verb, *protocol_arguments(tmp, config, catalog, state),
-            "--manifest-path", str(BUILD / "manifest.yaml"), "--components-path", str(BUILD / "components.py"),
-        ]
-        environment = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-        exit_code, stdout, stderr = run_in_own_session(command, 300, env={**environment, "AIRBYTE_ENABLE_UNSAFE_CODE": "true"}, cwd=tmp)
-    return parse_run(command, exit_code, stdout, stderr)
+    return run_connector(verb, config, catalog, state, form="manifest-only")
+
+
+def test_the_build_is_the_root_files_as_they_are(tmp_path):
+    root = {name: (ROOT / name).read_bytes() for name in ("manifest.yaml", "components.py", "metadata.yaml")}
+
+    assert manifest_only.main(out=tmp_path / "out") == 0
+
+    assert {path.name: path.read_bytes() for path in (tmp_path / "out").iterdir()} == root
+
+
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        (lambda c, m: ("from __future__ import annotations\n" + c, m), "`from __future__ import annotations`"),
+        (lambda c, m: ("from source_klarna.run import connector_file\n" + c, m), "must be self-contained"),
+        (lambda c, m: (c, m.replace("source_declarative_manifest.components.UsableState", "source_klarna.components.UsableState", 1)), "names source_klarna.components.UsableState"),
+    ],
+    ids=["future-annotations", "imports-the-package", "foreign-class-name"],
+)
+def test_the_build_refuses_files_the_stock_runtime_cannot_run(tmp_path, change, problem, capsys):
+    components, manifest = change((ROOT / "components.py").read_text(), (ROOT / "manifest.yaml").read_text())
+    (tmp_path / "components.py").write_text(components)
+    (tmp_path / "manifest.yaml").write_text(manifest)
+
+    assert manifest_only.main(root=tmp_path, out=tmp_path / "out") == 1
+    assert problem in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def records_by_stream(run: ConnectorRun) -> Dict[str, Counter]:
@@ -75,6 +85,7 @@ def test_check_and_discover_answer_as_source_klarna_does(make_emulator):
     assert EMULATOR_PASSWORD not in wrong.everything
     ours = run_connector("discover", config).of_type("CATALOG")[0]["catalog"]
     assert discovered.of_type("CATALOG")[0]["catalog"] == ours
+    assert {stream["name"] for stream in ours["streams"]} == set(STREAMS)
 
 
 @pytest.mark.parametrize("order", ["manifest", "alphabetical", "reversed"])

@@ -27,8 +27,8 @@ def _without_personal_data(order):
     return order
 
 
-def _sync(emulator, state=None, **config):
-    run = run_connector("read", emulator.config(**config), configured_catalog(STREAMS), state)
+def _sync(emulator, state=None, form="package", **config):
+    run = run_connector("read", emulator.config(**config), configured_catalog(STREAMS), state, form=form)
     assert run.exit_code == 0, run.everything[-3000:]
     assert not run.errors()
     return run
@@ -88,17 +88,18 @@ def _assert_exactly_the_emulators(run, dataset):
     return named, gone
 
 
-def test_a_full_sync_equals_the_emulators_orders_with_one_request_per_order(emulator):
-    run = _sync(emulator)
+def test_a_full_sync_equals_the_emulators_orders_with_one_request_per_order(emulator, form):
+    run = _sync(emulator, form=form)
 
     named, gone = _assert_exactly_the_emulators(run, emulator.dataset)
 
-    # One request per order the transactions name, gone ones included, for all three streams; and
-    # each page of each payout's transactions asked for once, not once per stream.
+    # One request per order the transactions name, gone ones included, for all three streams (the
+    # sync's OrderFetcher). The transactions are the parent of each of the three streams, and the
+    # stock partition router reads a parent per stream: each page once per stream, no more.
     assert _order_requests(emulator) == Counter(named)
     pages = Counter((r["query"].get("payment_reference"), r["query"].get("offset", "0")) for r in emulator.requests() if r["endpoint"] == "transactions")
     assert {ref for ref, _ in pages} == {p["payment_reference"] for p in emulator.dataset.payouts()}
-    assert set(pages.values()) == {1}, pages
+    assert set(pages.values()) == {len(STREAMS)}, pages
     # One warning per gone order, not one per stream that read it.
     warnings = [m["log"]["message"] for m in run.of_type("LOG") if m["log"]["level"] == "WARN"]
     warned = [w.split("/ordermanagement/v1/orders/", 1)[1].split(" ", 1)[0] for w in warnings if "/ordermanagement/v1/orders/" in w]
@@ -159,11 +160,12 @@ def test_a_state_written_by_1_1_0_continues_with_the_new_payouts_orders_only(emu
     assert {o["order_id"] for o in run.records("orders")} == set(served)
     assert Counter(c["capture_id"] for c in run.records("captures")) == Counter(c["capture_id"] for o in served.values() for c in o["captures"])
     assert Counter(r["refund_id"] for r in run.records("refunds")) == Counter(r["refund_id"] for o in served.values() for r in o["refunds"])
-    # The new states keep 1.1.0's shape, so a downgrade reads them too.
+    # The new states are no longer nested under orders (captures and refunds read the transactions
+    # themselves): each of the three streams keeps its transactions' and payouts' states.
     shapes = {m["stream"]["stream_descriptor"]["name"]: m["stream"]["stream_state"] for m in run.final_state()}
-    for stream in ("captures", "refunds"):
-        assert shapes[stream]["parent_state"]["orders"]["parent_state"]["transactions"]["parent_state"]["payouts"]["payouts_read"]
-    assert shapes["orders"]["parent_state"]["transactions"]["parent_state"]["payouts"]["payouts_read"]
+    for stream in STREAMS:
+        assert "orders" not in shapes[stream]["parent_state"], shapes[stream]["parent_state"].keys()
+        assert shapes[stream]["parent_state"]["transactions"]["parent_state"]["payouts"]["payouts_read"]
 
 
 # Every kind of fault, on any request: 10 % 5xx, 3 % connections reset before an answer, 3 % bodies cut

@@ -1,5 +1,5 @@
 """orders, captures and refunds run by Airbyte's stock runtime, as a manifest-only connector ships:
-`source-declarative-manifest read --manifest-path manifest.yaml --components-path source_klarna/components.py`,
+`source-declarative-manifest read --manifest-path manifest.yaml --components-path components.py`,
 no SourceKlarna, the catalog in alphabetical order (captures before orders). Each order is requested once,
 and the records are exactly the emulator's."""
 
@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from connector_runner import ConnectorRun, configured_catalog, protocol_arguments, run_in_own_session
+from connector_runner import ConnectorRun, configured_catalog, connector_file, protocol_arguments, run_in_own_session
 from conftest import EMULATOR_PASSWORD
 from test_orders_exact import SPEC, _named_order_ids, _order_requests, _without_personal_data
 
-REPOSITORY = Path(__file__).resolve().parent.parent
 STOCK_RUNTIME = Path(sys.executable).with_name("source-declarative-manifest")
 
 
@@ -29,9 +28,9 @@ def _stock_read(config, catalog, state=None) -> ConnectorRun:
             "read",
             *protocol_arguments(tmp, config, catalog, state),
             "--manifest-path",
-            str(REPOSITORY / "manifest.yaml"),
+            str(connector_file("manifest.yaml")),
             "--components-path",
-            str(REPOSITORY / "source_klarna" / "components.py"),
+            str(connector_file("components.py")),
         ]
         # The stock runtime runs a components file only when told it may.
         exit_code, stdout, stderr = run_in_own_session(command, 300, env={**os.environ, "AIRBYTE_ENABLE_UNSAFE_CODE": "true"})

@@ -35,29 +35,41 @@ def test_with_the_merchants_traffic_at_150_of_200_a_full_sync_is_exact_and_gets_
     ours = stats["total"]
     assert ours > 60
     assert stats["rate_limited"] <= ours / 100, stats
-    # The merchant's own traffic was never refused because of the sync, and the reserve (20 % of the
-    # limit) was kept, give or take the requests in flight.
+    # The merchant's own traffic was never refused because of the sync, and at least half the reserve (20 %
+    # of the limit) was always left: the pacer keeps the lowest Remaining it sees at the reserve, and holds
+    # every request at half of it. (It sees the window between two of its answers only: the others'
+    # requests after its last answer of a window take a little more, 25 of the 40 left at worst here.)
     assert stats["rate_limit"]["other_traffic"]["refused"] == 0, stats["rate_limit"]
-    assert stats["rate_limit"]["lowest_remaining"] >= 200 * 0.2 - 12, stats["rate_limit"]
+    assert stats["rate_limit"]["lowest_remaining"] >= 200 * 0.2 / 2, stats["rate_limit"]
 
 
 # The limit's accounting and the merchant's other traffic as Klarna might have them (the emulator's
 # `rate_limit_accounting` and `other_traffic_pattern`): whichever, a sync stays exact and neither side is
-# refused more than 1 % of its requests. L = 40 with the others at 20/s (50 %) leaves the connector
-# 40 x 0.8 - 20 = 12/s: this dataset's ~45 requests take a few seconds.
-SHARED_LIMIT = 40
+# refused more than 1 % of its requests. L = 100; the others at 50/s leave the connector 100 x 0.8 - 50 =
+# 30/s (about 135 requests), at 75/s only 5/s (a smaller sync, about 45 requests); with none, its cap.
+SHARED_LIMIT = 100
 SHARING_STREAMS = ("payouts", "transactions", "orders")
-SHARING_SPEC = DatasetSpec(seed=73, payouts=8, transactions_per_payout=10, first_payout_date="2026-09-01T00:00:00Z")
+SHARING_SPECS = {
+    0.0: DatasetSpec(seed=73, payouts=16, transactions_per_payout=20, first_payout_date="2026-09-01T00:00:00Z"),
+    0.5: DatasetSpec(seed=73, payouts=16, transactions_per_payout=20, first_payout_date="2026-09-01T00:00:00Z"),
+    0.75: DatasetSpec(seed=73, payouts=8, transactions_per_payout=10, first_payout_date="2026-09-01T00:00:00Z"),
+}
+SHARING_CASES = [("fixed", "none", 0.0), ("sliding", "none", 0.0), ("token", "none", 0.0)] + [
+    (accounting, pattern, level)
+    for level in (0.5, 0.75)
+    for accounting in ("fixed", "sliding", "token")
+    for pattern in ("steady", "step", "bursts", "poisson")
+]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("pattern", ["steady", "step", "bursts", "poisson"])
-@pytest.mark.parametrize("accounting", ["fixed", "sliding", "token"])
-def test_whatever_the_accounting_and_the_others_pattern_at_50_percent_a_sync_is_exact_and_neither_side_is_refused_over_1_percent(make_emulator, accounting, pattern):
-    # step: the others start 1.5 s after the reset (about when the connector's first request comes), at 40/s
-    emulator = make_emulator(SHARING_SPEC, rate_limit_rps=SHARED_LIMIT, rate_limit_accounting=accounting,
-                             other_traffic_rps=SHARED_LIMIT / 2, other_traffic_pattern=pattern,
-                             other_traffic_step_at_s=1.5, other_traffic_seed=11)
+@pytest.mark.parametrize("accounting, pattern, level", SHARING_CASES)
+def test_whatever_the_accounting_and_the_others_pattern_a_sync_is_exact_and_neither_side_is_refused_over_1_percent(make_emulator, accounting, pattern, level):
+    # step: the others start 3 s after the reset, while the sync runs (the connector's first request comes
+    # about 2.5 s after it starts)
+    emulator = make_emulator(SHARING_SPECS[level], rate_limit_rps=SHARED_LIMIT, rate_limit_accounting=accounting,
+                             other_traffic_rps=SHARED_LIMIT * level, other_traffic_pattern="steady" if pattern == "none" else pattern,
+                             other_traffic_step_at_s=3.0, other_traffic_seed=11)
     emulator.reset_requests()  # the others' pattern and the statistics start now
 
     run = run_connector("read", emulator.config(), configured_catalog(SHARING_STREAMS, "full_refresh"), timeout=240)
@@ -70,8 +82,8 @@ def test_whatever_the_accounting_and_the_others_pattern_at_50_percent_a_sync_is_
     assert Counter(o["order_id"] for o in run.records("orders")) == Counter(named)
     stats = emulator.stats()
     sharing = stats["rate_limit_sharing"]
-    assert sharing["accounting"] == accounting and sharing["others"]["pattern"] == pattern
+    assert sharing["accounting"] == accounting
     ours, others = sharing["ours"], sharing["others"]
-    assert ours["requests"] > 30 and others["requests"] > 0, sharing
+    assert ours["requests"] > 30 and (others["requests"] > 0) == (level > 0), sharing
     assert stats["rate_limited"] <= ours["requests"] / 100, sharing
     assert others["refused"] <= others["requests"] / 100, sharing

@@ -1,5 +1,6 @@
-"""The installed executable reads on from the states earlier versions wrote, and refuses a state it cannot
-use with one config error, before any request, without a traceback."""
+"""The connector, in both forms, reads on from the states earlier versions wrote, and refuses a state it
+cannot use with one config error naming the stream before any stream reads, without a traceback; a state
+file that is not a list of state messages ends as the stock runtime ends it."""
 
 import copy
 import json
@@ -24,12 +25,12 @@ def written_by(version: str) -> list:
 
 
 @pytest.mark.parametrize("version", ["1.0.0", "1.1.0"])
-def test_a_sync_goes_on_from_the_state_an_earlier_version_wrote(make_emulator, version):
+def test_a_sync_goes_on_from_the_state_an_earlier_version_wrote(make_emulator, version, form):
     emulator = make_emulator(SPEC)
     emulator.grow(new_payouts=3)
     state = written_by(version)
 
-    run = run_connector("read", emulator.config(start_date=START_DATE), configured_catalog(STREAMS), state)
+    run = run_connector("read", emulator.config(start_date=START_DATE), configured_catalog(STREAMS), state, form=form)
 
     assert run.exit_code == 0, run.everything[-3000:]
     assert not run.errors()
@@ -56,20 +57,51 @@ def _corrupted(change) -> list:
 @pytest.mark.parametrize(
     "state, words",
     [
-        ({"payouts": {"payout_date": "2026-09-01T00:00:00Z"}}, "The saved state is a JSON dict, not a list of Airbyte state messages"),
-        (_corrupted(lambda s: s["payouts"].update(payout_date="last tuesday")), "stream payouts has payout_date = 'last tuesday'"),
-        (_corrupted(lambda s: s["transactions"]["parent_state"]["payouts"].update(payouts_read=[1, 2])), "stream transactions has parent_state.payouts.payouts_read = [1, 2]"),
-        ([{"type": "STREAM", "stream": {"stream_descriptor": {"name": "charges"}, "stream_state": {}}}], "a stream 'charges', which source-klarna does not have"),
+        # A cursor that is not a date-time, at the top or inside a parent's state (UsableState).
+        (_corrupted(lambda s: s["payouts"].update(payout_date="last tuesday")), "The saved state of stream payouts cannot be used: payout_date is \"last tuesday\", not a date-time"),
+        (
+            _corrupted(lambda s: s["transactions"]["parent_state"]["payouts"].update(payouts_read=[1, 2])),
+            "The saved state of stream transactions cannot be used: parent_state.payouts.payouts_read is not a list of payouts with their dates",
+        ),
     ],
+    ids=["cursor-not-a-date", "payouts-read-not-a-mapping"],
 )
-def test_a_state_it_cannot_use_is_one_config_error_before_any_request(emulator, state, words):
+def test_a_state_it_cannot_use_is_one_config_error_before_any_stream_reads(emulator, form, state, words):
     started = time.monotonic()
-    run = run_connector("read", emulator.config(), configured_catalog(STREAMS), state, timeout=60)
+    run = run_connector("read", emulator.config(), configured_catalog(STREAMS), state, timeout=60, form=form)
 
     assert run.exit_code == 1
     errors = run.errors()
     assert len(errors) == 1 and errors[0]["failure_type"] == "config_error", errors
-    assert words in errors[0]["message"] and "reset" in errors[0]["message"]
+    assert words in errors[0]["message"] and "Reset the stream's state" in errors[0]["message"], errors[0]["message"]
     assert "Traceback" not in run.stderr and "Something went wrong" not in run.everything
-    assert emulator.stats()["total"] == 0
+    assert not run.of_type("RECORD")
+    # At most the credentials probe's one request (GET payouts?size=1): no stream read.
+    assert [(r["path"], r["query"]) for r in emulator.requests()] in ([], [("/settlements/v1/payouts", {"size": "1"})])
     assert time.monotonic() - started < 30
+
+
+def test_a_state_file_that_is_not_a_list_of_state_messages_ends_as_the_stock_runtime_ends_it(emulator, form):
+    """What the stock runtime does with it, in both forms (the package launches the same runtime path):
+    its "Error starting the sync" trace, before any request."""
+    run = run_connector("read", emulator.config(), configured_catalog(STREAMS), {"payouts": {"payout_date": "2026-09-01T00:00:00Z"}}, timeout=60, form=form)
+
+    assert run.exit_code == 1
+    (error,) = run.errors()
+    assert error["message"].startswith("Error starting the sync. This could be due to an invalid configuration or catalog.")
+    assert "Schema validation failed" in error["message"]
+    assert not run.of_type("RECORD")
+    assert emulator.stats()["total"] == 0
+    assert EMULATOR_PASSWORD not in run.everything
+
+
+def test_the_state_of_a_stream_it_does_not_have_is_ignored(emulator, form):
+    """A state message for a stream source-klarna has no longer (or never had): the CDK reads on, as
+    the stock runtime does; the streams of the catalog sync from the start."""
+    state = [{"type": "STREAM", "stream": {"stream_descriptor": {"name": "charges"}, "stream_state": {}}}]
+
+    run = run_connector("read", emulator.config(), configured_catalog(["payouts"]), state, timeout=60, form=form)
+
+    assert run.exit_code == 0 and not run.errors(), run.everything[-3000:]
+    assert sorted(p["payment_reference"] for p in run.records("payouts")) == sorted(p["payment_reference"] for p in emulator.dataset.payouts())
+    assert {m["stream"]["stream_descriptor"]["name"] for m in run.state_messages()} == {"payouts"}

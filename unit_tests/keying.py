@@ -19,7 +19,7 @@ def keyed(
 ) -> List[Dict[str, Any]]:
     """Copies of `rows` with transaction_key, payment_reference and payout_date, read as one partition."""
     transformation = transformation or TransactionKeyAndPayout(parameters={})
-    stream_slice = stream_slice or payout_slice()
+    stream_slice = payout_slice() if stream_slice is None else stream_slice
     out = []
     for row in rows:
         record = copy.deepcopy(row)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Iterator, Mapping, Tuple
 
 import pytest
 
 from scripts.openapi_schemas import STREAM_COMPONENTS, load_components, load_decisions
 from source_klarna import SourceKlarna
+from unit_tests.mock_server.klarna_mock import discover_offline
 
 CONFIG = {"username": "u", "password": "p", "start_date": "2024-01-01T00:00:00Z"}
 # What the connector decides about each stream's schema (scripts/schema_decisions.yaml).
@@ -20,7 +20,7 @@ ADDED_BY_THE_CONNECTOR = {
 
 @pytest.fixture(scope="module")
 def stream_schemas() -> Mapping[str, Mapping[str, Any]]:
-    catalog = SourceKlarna(config=CONFIG).discover(logging.getLogger("test"), CONFIG)
+    catalog = discover_offline(CONFIG)
     return {stream.name: stream.json_schema for stream in catalog.streams}
 
 

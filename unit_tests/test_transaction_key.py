@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import threading
 
+from airbyte_cdk.sources.types import StreamSlice
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -131,3 +132,16 @@ def test_keys_are_unique_within_a_payout_and_independent_of_row_order(rows, seed
 
     assert len(set(keys)) == len(rows)
     assert set(keys) == set(shuffled_keys)
+
+
+def test_a_transaction_not_yet_in_a_payout_is_keyed_pending():
+    # pending_transactions: the unfiltered list, no payout partition and no payment_reference.
+    row = rb.transaction("ignored", amount=7)
+    row.pop("payment_reference")
+    unpartitioned = StreamSlice(partition={}, cursor_slice={})
+
+    first, second = keyed([row, row], stream_slice=unpartitioned)
+
+    assert first["transaction_key"].startswith("pending:") and first["transaction_key"].endswith(":0")
+    assert second["transaction_key"] == first["transaction_key"][:-1] + "1"
+    assert "payment_reference" not in first and "payout_date" not in first

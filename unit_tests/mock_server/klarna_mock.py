@@ -6,7 +6,7 @@ import copy
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
 
 from unit_tests.mock_server import response_builder as rb
-from unit_tests.mock_server.request_builder import KlarnaRequestBuilder, order_id_of, query_of
+from unit_tests.mock_server.request_builder import KlarnaRequestBuilder, is_probe, order_id_of, query_of
 
 
 def _bare_date_means_midnight(value: str) -> str:
@@ -17,6 +17,13 @@ class KlarnaMock:
     def __init__(self, requests_mock: Any, requests: Optional[KlarnaRequestBuilder] = None) -> None:
         self._mock = requests_mock
         self.requests = requests or KlarnaRequestBuilder()
+
+    def serve_probe(self, status_code: int = 200, **answer: Any) -> None:
+        """Answers the authenticator's credentials probe apart from the payouts the streams read (an
+        empty page unless told): registered after the payouts, it takes the probe's URL only."""
+        if "json" not in answer and "text" not in answer:
+            answer["json"] = rb.page("payouts", [])
+        self._mock.get(self.requests.probe_url(), status_code=status_code, **answer)
 
     def serve_payouts(self, payouts: List[Dict[str, Any]], total_override: Optional[int] = None) -> None:
         def answer(request: Any, context: Any) -> Mapping[str, Any]:
@@ -60,7 +67,16 @@ class KlarnaMock:
         return [order_id_of(r.url) for r in self._mock.request_history if "/ordermanagement/v1/orders/" in r.url]
 
     def urls(self, path_fragment: str) -> List[str]:
-        return [r.url for r in self._mock.request_history if path_fragment in r.url]
+        """The URLs the streams requested that contain `path_fragment` (the credentials probe aside)."""
+        return [url for url in stream_requests(self._mock) if path_fragment in url]
+
+    def probes(self) -> List[str]:
+        return [r.url for r in self._mock.request_history if is_probe(r.url)]
+
+
+def stream_requests(requests_mock: Any) -> List[str]:
+    """Every URL requested but the credentials probe's, in request order."""
+    return [r.url for r in requests_mock.request_history if not is_probe(r.url)]
 
 
 def serve_account(requests_mock: Any, payouts: List[Dict[str, Any]], transactions: Dict[str, List[Dict[str, Any]]], orders: List[Dict[str, Any]], gone: Any = ()) -> KlarnaMock:
@@ -70,3 +86,17 @@ def serve_account(requests_mock: Any, payouts: List[Dict[str, Any]], transaction
     klarna.serve_transactions(transactions)
     klarna.serve_orders(orders, gone)
     return klarna
+
+
+def discover_offline(config: Mapping[str, Any]) -> Any:
+    """The catalog `discover` gives for `config`: building the streams sends the credentials probe,
+    answered here with an empty page (no request leaves the process)."""
+    import logging
+
+    import requests_mock
+
+    from source_klarna import SourceKlarna
+
+    with requests_mock.Mocker() as mocker:
+        KlarnaMock(mocker, KlarnaRequestBuilder(config.get("base_url_override") or KlarnaRequestBuilder().base_url)).serve_probe()
+        return SourceKlarna(config=config).discover(logging.getLogger("test"), config)

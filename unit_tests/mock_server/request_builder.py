@@ -26,6 +26,10 @@ class KlarnaRequestBuilder:
     def __init__(self, base_url: str = HOSTS[("klarna", "eu", False)]) -> None:
         self._base_url = base_url.rstrip("/")
 
+    @property
+    def base_url(self) -> str:
+        return self._base_url
+
     @classmethod
     def for_region(cls, region: str = "eu", playground: bool = False, platform: str = "klarna") -> "KlarnaRequestBuilder":
         return cls(HOSTS[(platform, region, playground)])
@@ -39,10 +43,21 @@ class KlarnaRequestBuilder:
     def summary_url(self) -> re.Pattern:
         return re.compile(re.escape(f"{self._base_url}{SETTLEMENTS}/payouts/summary") + r"(\?.*)?$")
 
+    def probe_url(self) -> re.Pattern:
+        """The credentials probe: GET /settlements/v1/payouts?size=1, sent once per sync when the
+        authenticator is built, before any stream reads (the streams' payouts requests always carry
+        a date window)."""
+        return re.compile(re.escape(f"{self._base_url}{SETTLEMENTS}/payouts?size=1") + "$")
+
     def order_url(self, order_id: Optional[str] = None) -> re.Pattern:
         """One order's URL, or (without an id) every order's."""
         tail = re.escape(order_id) if order_id else r"[^/?]+"
         return re.compile(re.escape(f"{self._base_url}{ORDERS}/") + tail + r"$")
+
+
+def is_probe(url: str) -> bool:
+    """Whether `url` is the authenticator's credentials probe (see KlarnaRequestBuilder.probe_url)."""
+    return urlparse(url).path.endswith(f"{SETTLEMENTS}/payouts") and query_of(url) == {"size": "1"}
 
 
 def order_id_of(url: str) -> str:

@@ -1,4 +1,9 @@
-"""Every way Klarna can refuse or fail, and what the user is told."""
+"""Every way Klarna can refuse or fail, and what the user is told.
+
+The authenticator sends one request before any stream reads (the credentials probe, GET
+/settlements/v1/payouts?size=1): an answer every request would get (401/403, an HTML page) fails the
+sync there, once; anything else is left to the streams. Tests of what the streams do with an answer
+serve the probe apart (KlarnaMock.serve_probe) and count the streams' requests without it."""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import pytest
 from airbyte_cdk.models import FailureType, SyncMode
 from unit_tests.mock_server import response_builder as rb
 from unit_tests.mock_server.config import PASSWORD, ConfigBuilder
-from unit_tests.mock_server.klarna_mock import KlarnaMock
+from unit_tests.mock_server.klarna_mock import KlarnaMock, stream_requests
 from unit_tests.mock_server.request_builder import KlarnaRequestBuilder
 from unit_tests.mock_server.reader import check_connection, everything_printed, read_streams, records_of
 
@@ -34,6 +39,19 @@ def test_rejected_credentials_are_a_config_error_naming_region_and_environment(r
     assert "rejected the API credentials for the eu production environment" in error.message
     assert "playground" in error.message
     assert records_of(output, "payouts") == []
+    # Once, from the probe: not once per payout window.
+    assert len(output.errors) == 1 and len(requests_mock.request_history) == 1
+
+
+def test_rejected_credentials_met_by_a_stream_are_a_config_error_too(requests_mock):
+    klarna = KlarnaMock(requests_mock)
+    requests_mock.get(klarna.requests.payouts_url(), status_code=401, json=rb.error("UNAUTHORIZED"))
+    klarna.serve_probe()  # the probe passes: the key is revoked between it and the first page
+
+    error = _first_error(read_streams(ConfigBuilder().with_start_date(RECENT).build(), PAYOUTS, expecting_exception=True))
+
+    assert error.failure_type == FailureType.config_error
+    assert "rejected the API credentials for the eu production environment" in error.message
 
 
 def test_check_reports_rejected_playground_credentials_as_a_failed_status_not_a_traceback(requests_mock, tmp_path):
@@ -44,9 +62,10 @@ def test_check_reports_rejected_playground_credentials_as_a_failed_status_not_a_
 
     status = output.connection_status_messages[-1].connectionStatus
     assert status.status.name == "FAILED"
-    assert "Traceback" not in everything_printed(output)
+    assert "Traceback" not in status.message
     assert "na playground environment" in status.message
-    assert PASSWORD not in status.message
+    assert PASSWORD not in everything_printed(output)
+    assert len(requests_mock.request_history) == 1  # the probe, and no stream after it
 
 
 @pytest.mark.parametrize("playground, environment", [(False, "production"), (True, "playground")])
@@ -95,7 +114,9 @@ def test_server_errors_are_retried_and_the_sync_completes(requests_mock):
         {"status_code": 500, "json": rb.error("INTERNAL")},
         {"status_code": 200, "json": rb.page("payouts", payouts)},
     ]
-    requests_mock.get(KlarnaMock(requests_mock).requests.payouts_url(), answers)
+    klarna = KlarnaMock(requests_mock)
+    requests_mock.get(klarna.requests.payouts_url(), answers)
+    klarna.serve_probe()
 
     output = read_streams(ConfigBuilder().with_start_date(RECENT).build(), PAYOUTS)
 
@@ -104,7 +125,8 @@ def test_server_errors_are_retried_and_the_sync_completes(requests_mock):
 
 
 def test_server_errors_past_the_retry_budget_fail_naming_endpoint_and_correlation_id(requests_mock):
-    requests_mock.get(KlarnaMock(requests_mock).requests.payouts_url(), status_code=503, json=rb.error("DOWN", ["down"], "corr-503-xyz"))
+    klarna = KlarnaMock(requests_mock)
+    requests_mock.get(klarna.requests.payouts_url(), status_code=503, json=rb.error("DOWN", ["down"], "corr-503-xyz"))
 
     output = read_streams(ConfigBuilder().with_start_date(RECENT).build(), PAYOUTS, expecting_exception=True)
 
@@ -112,19 +134,21 @@ def test_server_errors_past_the_retry_budget_fail_naming_endpoint_and_correlatio
     assert error.failure_type == FailureType.transient_error
     assert "https://api.klarna.com/settlements/v1/payouts" in error.message
     assert "corr-503-xyz" in error.message
-    # One request and six retries, not an endless loop.
-    assert len(requests_mock.request_history) == 7
+    # One request and six retries, not an endless loop (a 5xx probe is left to the stream's retries).
+    assert len(stream_requests(requests_mock)) == 7 and len(klarna.probes()) == 1
 
 
 def test_rate_limit_waits_as_long_as_retry_after_says(requests_mock):
     payouts = [rb.payout("A", RECENT)]
+    klarna = KlarnaMock(requests_mock)
     requests_mock.get(
-        KlarnaMock(requests_mock).requests.payouts_url(),
+        klarna.requests.payouts_url(),
         [
             {"status_code": 429, "json": rb.error("RATE_LIMITED"), "headers": {"Retry-After": "7"}},
             {"status_code": 200, "json": rb.page("payouts", payouts)},
         ],
     )
+    klarna.serve_probe()
     sleep = mock.MagicMock()
 
     output = read_streams(ConfigBuilder().with_start_date(RECENT).build(), PAYOUTS, sleep=sleep)
@@ -154,7 +178,7 @@ JSON = {"Content-Type": "application/json"}
         pytest.param({"text": '{"payouts": [{"payment_reference": "A"', "headers": JSON}, FailureType.system_error,
                      "was not a page of payouts (not JSON: cut short, or not Klarna's), 3 times in a row", id="truncated-json"),
         pytest.param({"text": "<html>Bad gateway</html>", "headers": {"Content-Type": "text/html; charset=utf-8"}}, FailureType.config_error,
-                     "answered an HTML page (Content-Type text/html), not a page of payouts, 3 times in a row", id="html"),
+                     "answered an HTML page (Content-Type text/html), not a page of payouts, 3 times in a row", id="html-to-a-stream"),
         pytest.param({"json": {"payouts": None, "pagination": {"count": 0, "total": 5, "offset": 0}}}, FailureType.system_error,
                      "was not a page of payouts (no payouts list), 3 times in a row", id="null-list-with-a-total"),
         pytest.param({"json": {"payouts": [rb.payout(str(n)) for n in range(500)]}}, FailureType.system_error,
@@ -162,7 +186,9 @@ JSON = {"Content-Type": "application/json"}
     ],
 )
 def test_an_answer_that_is_not_a_page_is_asked_three_times_then_fails_instead_of_ending_the_stream(requests_mock, body, failure_type, words):
-    requests_mock.get(KlarnaMock(requests_mock).requests.payouts_url(), status_code=200, **body)
+    klarna = KlarnaMock(requests_mock)
+    requests_mock.get(klarna.requests.payouts_url(), status_code=200, **body)
+    klarna.serve_probe()
 
     output = read_streams(ConfigBuilder().with_start_date(RECENT).build(), PAYOUTS, expecting_exception=True)
 
@@ -171,7 +197,18 @@ def test_an_answer_that_is_not_a_page_is_asked_three_times_then_fails_instead_of
     assert words in error.message
     assert "retry" not in error.message.lower()  # the answer will not change
     assert records_of(output, "payouts") == []
-    assert len(requests_mock.request_history) == 3
+    assert len(stream_requests(requests_mock)) == 3
+
+
+def test_an_html_page_instead_of_klarna_fails_once_at_the_probe_without_retries(requests_mock):
+    requests_mock.get(KlarnaMock(requests_mock).requests.payouts_url(), text="<html>Please log in</html>", headers={"Content-Type": "text/html"})
+
+    output = read_streams(ConfigBuilder().with_start_date(RECENT).build(), PAYOUTS, expecting_exception=True)
+
+    error = _first_error(output)
+    assert error.failure_type == FailureType.config_error
+    assert "https://api.klarna.com/settlements/v1/payouts answered an HTML page (Content-Type text/html), not a page of payouts, once" in error.message
+    assert len(output.errors) == 1 and len(requests_mock.request_history) == 1
 
 
 @pytest.mark.parametrize(
@@ -183,13 +220,15 @@ def test_an_answer_that_is_not_a_page_is_asked_three_times_then_fails_instead_of
     ],
 )
 def test_shapes_whose_meaning_is_unambiguous_are_read(requests_mock, page):
-    requests_mock.get(KlarnaMock(requests_mock).requests.payouts_url(), json=page)
+    klarna = KlarnaMock(requests_mock)
+    requests_mock.get(klarna.requests.payouts_url(), json=page)
+    klarna.serve_probe()
 
     output = read_streams(ConfigBuilder().with_start_date(RECENT).build(), PAYOUTS)
 
     assert not output.errors
     assert [r["payment_reference"] for r in records_of(output, "payouts")] == [p["payment_reference"] for p in page["payouts"] or []]
-    assert len(requests_mock.request_history) == 1
+    assert len(stream_requests(requests_mock)) == 1
 
 
 def test_an_answer_with_unknown_fields_is_kept_whole(requests_mock):

@@ -132,7 +132,7 @@ def _transactions_read(klarna) -> Counter:
 
 
 @pytest.mark.parametrize("runtime", ["source-klarna", "stock"])
-def test_each_payouts_transactions_are_read_once_for_the_three_streams_whatever_state_each_starts_from(requests_mock, runtime):
+def test_each_order_stream_reads_the_transactions_its_own_state_asks_for_and_its_state_moves_on(requests_mock, runtime):
     from unit_tests.mock_server.reader import read_streams
 
     sync = read_streams if runtime == "source-klarna" else _read_without_source_klarna
@@ -149,7 +149,10 @@ def test_each_payouts_transactions_are_read_once_for_the_three_streams_whatever_
     second = sync(config, {name: SyncMode.incremental for name in ITEMS}, state_for({"orders": final_state(first, "orders")}))
 
     assert not second.errors
-    assert _transactions_read(klarna) == Counter({"A": 1, "B": 1, "C": 1})
+    # Each stream reads its parents through its own GroupingPartitionRouter: orders the new payout C,
+    # captures and refunds (no state) A, B and C. Orders are still requested once each (OrderFetcher).
+    assert _transactions_read(klarna) == Counter({"A": 2, "B": 2, "C": 3})
+    assert sorted(klarna.order_requests()) == sorted(set(klarna.order_requests()))
     ids = _ids(second)
     assert ids["orders"] == ["a0", "new"]
     assert "c-new" in ids["captures"] and "c-a2-1" in ids["captures"]
@@ -157,6 +160,6 @@ def test_each_payouts_transactions_are_read_once_for_the_three_streams_whatever_
     # Each stream's own state moved on to payout C, whichever stream read C's transactions.
     for stream in ITEMS:
         state = final_state(second, stream)
-        transactions_state = state["parent_state"]["transactions"] if stream == "orders" else state["parent_state"]["orders"]["parent_state"]["transactions"]
+        transactions_state = state["parent_state"]["transactions"]
         assert transactions_state["state"] == {"payout_date": "2024-03-01T06:00:00Z"}, stream
         assert transactions_state["parent_state"]["payouts"]["payouts_read"] == {"C": "2024-03-01T06:00:00Z"}, stream

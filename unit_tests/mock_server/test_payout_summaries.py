@@ -7,7 +7,7 @@ import datetime as dt
 
 import pendulum
 
-from airbyte_cdk.models import SyncMode
+from airbyte_cdk.models import FailureType, SyncMode
 
 from unit_tests.mock_server import response_builder as rb
 from unit_tests.mock_server.config import ConfigBuilder
@@ -36,6 +36,7 @@ def _echo_summary(query):
 
 def test_one_summary_per_currency_and_calendar_month_including_the_running_one(requests_mock):
     klarna = KlarnaMock(requests_mock)
+    klarna.serve_probe()
     klarna.serve_summaries(_echo_summary)
 
     output = read_streams(ConfigBuilder().with_start_date(START).build(), STREAMS)
@@ -54,6 +55,7 @@ def test_one_summary_per_currency_and_calendar_month_including_the_running_one(r
 
 def test_the_month_key_does_not_depend_on_klarnas_echo_of_the_window(requests_mock):
     klarna = KlarnaMock(requests_mock)
+    klarna.serve_probe()
     # A Klarna that answers with the first payout's date instead of the start asked for.
     klarna.serve_summaries(lambda query: [rb.summary("EUR", query["start_date"][:8] + "03T06:00:00Z", query["end_date"])])
 
@@ -64,6 +66,7 @@ def test_the_month_key_does_not_depend_on_klarnas_echo_of_the_window(requests_mo
 
 def test_the_next_sync_rereads_the_last_month_and_the_one_before(requests_mock):
     klarna = KlarnaMock(requests_mock)
+    klarna.serve_probe()
     klarna.serve_summaries(_echo_summary)
     config = ConfigBuilder().with_start_date(START).build()
     first = read_streams(config, STREAMS)
@@ -77,14 +80,16 @@ def test_the_next_sync_rereads_the_last_month_and_the_one_before(requests_mock):
     assert months == [_iso(_month_start(1)), _iso(_month_start(0))]
 
 
-def test_a_404_on_the_summary_is_not_asked_again_for_every_month(requests_mock):
-    # Three years of months: once the endpoint answered 404, the other months fail with the same error
-    # without a request (only those already in flight were sent).
-    requests_mock.get(KlarnaMock(requests_mock).requests.summary_url(), status_code=404, json=rb.error("NOT_FOUND", correlation_id="corr-404"))
+def test_a_404_on_the_summary_is_a_config_error_naming_the_url_and_correlation_id(requests_mock):
+    klarna = KlarnaMock(requests_mock)
+    klarna.serve_probe()
+    requests_mock.get(klarna.requests.summary_url(), status_code=404, json=rb.error("NOT_FOUND", correlation_id="corr-404"))
 
-    output = read_streams(ConfigBuilder().with_start_date(_iso(_month_start(36))).build(), STREAMS, expecting_exception=True)
+    output = read_streams(ConfigBuilder().with_start_date(_iso(_month_start(3))).build(), STREAMS, expecting_exception=True)
 
-    messages = {e.trace.error.message for e in output.errors if e.trace.error.stream_descriptor}
-    assert len(messages) == 1 and "answered HTTP 404 (correlation_id corr-404)" in messages.pop()
-    assert len(output.errors) >= 36  # one per month (the entrypoint prints them once: unit_tests/test_error_grouping.py)
-    assert len(requests_mock.request_history) <= 12  # the default concurrency
+    errors = [e.trace.error for e in output.errors if e.trace.error.stream_descriptor]
+    assert errors and {e.failure_type for e in errors} == {FailureType.config_error}
+    (message,) = {e.message for e in errors}
+    assert "https://api.klarna.com/settlements/v1/payouts/summary answered HTTP 404 (correlation_id corr-404)" in message
+    assert "Check platform, region and base_url_override" in message
+    assert records_of(output, "payout_summaries") == []

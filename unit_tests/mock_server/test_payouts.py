@@ -84,7 +84,9 @@ def test_without_total_a_short_page_is_the_last(requests_mock):
         rows = [p for p in payouts if query["start_date"] <= p["payout_date"] <= query["end_date"]]
         return rb.page("payouts", rows, int(query.get("offset", 0)), int(query["size"]), with_total=False)
 
-    requests_mock.get(KlarnaMock(requests_mock).requests.payouts_url(), json=answer)
+    klarna = KlarnaMock(requests_mock)
+    requests_mock.get(klarna.requests.payouts_url(), json=answer)
+    klarna.serve_probe()
     output = read_streams(ConfigBuilder().build(), FULL)
 
     assert len(records_of(output, "payouts")) == 700
