@@ -7,7 +7,7 @@ export AIRBYTE_OFFLINE_MODE := 1
 export DO_NOT_TRACK := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-SOURCES := pyproject.toml manifest.yaml README.md constraints.txt $(wildcard source_klarna/*.py) emulator/pyproject.toml
+SOURCES := pyproject.toml manifest.yaml components.py README.md constraints.txt $(wildcard source_klarna/*.py) emulator/pyproject.toml
 # constraints.txt pins every package (airbyte-cdk at manifest.yaml's `version:`): the tests and the
 # Docker image run the same versions. `make constraints` regenerates it.
 CONSTRAINTS := --constraint constraints.txt
