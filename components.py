@@ -956,11 +956,15 @@ class OrderFetcher:
         session.trust_env = False
         session.auth = requester.authenticator
         self._session = session
-        self._queue: "queue.Queue[Tuple[str, _Pending]]" = queue.Queue()
+        self._queue: "queue.Queue[Optional[Tuple[str, _Pending]]]" = queue.Queue()
+        self._threads = threads
         for number in range(threads):
             threading.Thread(target=self._work, name=f"klarna-orders-{number}", daemon=True).start()
 
     def close(self) -> None:
+        """Ends the threads once the fetches queued are done, and drops the answers kept."""
+        for _ in range(self._threads):
+            self._queue.put(None)
         with self._lock:
             self._kept.close()
 
@@ -992,7 +996,10 @@ class OrderFetcher:
 
     def _work(self) -> None:
         while True:
-            order_id, pending = self._queue.get()
+            item = self._queue.get()
+            if item is None:
+                return
+            order_id, pending = item
             try:
                 pending.answer = self._fetch(order_id)
             except BaseException as error:  # handed to every reader of this order
@@ -1011,8 +1018,6 @@ class OrderFetcher:
             try:
                 outcome = self._session.get(url, timeout=self._timeout)
                 self._requester.authenticator.update_from_response(outcome.request, outcome)
-            except AirbyteTracedException:
-                raise
             except requests.RequestException as error:
                 outcome = error
             resolution = self._handler.interpret_response(outcome)
