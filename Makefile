@@ -83,7 +83,7 @@ schemas:
 	$(BIN)/python -m scripts.openapi_schemas
 
 ## Speed and memory figures (not a test): see README's Performance section.
-bench: install
+bench: install manifest-only $(MANIFEST_ONLY_VENV)/.installed
 	$(BIN)/python bench/bench.py $(BENCH_ARGS)
 
 ## How a sync shares the merchant's rate limit with its other traffic (not a test): bench/rate_limit.py.

@@ -47,6 +47,7 @@ from airbyte_cdk.sources.declarative.requesters.error_handlers import DefaultErr
 from airbyte_cdk.sources.declarative.requesters.paginators.strategies.pagination_strategy import PaginationStrategy
 from airbyte_cdk.sources.declarative.retrievers.retriever import Retriever
 from airbyte_cdk.sources.declarative.transformations import RecordTransformation
+from airbyte_cdk.sources.declarative.validators.validation_strategy import ValidationStrategy
 from airbyte_cdk.sources.streams.core import StreamData
 from airbyte_cdk.sources.streams.http.error_handlers.response_models import ErrorResolution, ResponseAction
 from airbyte_cdk.sources.types import Config, StreamSlice, StreamState
@@ -442,10 +443,11 @@ class RateLimitPacer:
         window = _window_seconds(response)
         with self._lock:
             now = self._clock()
-            if limit and limit > 0:
-                self._limit = limit
-            if window:
-                self._window = window
+            if (limit and limit > 0 and limit != self._limit) or (window and window != self._window):
+                self._limit, self._window = (limit if limit and limit > 0 else self._limit), (window or self._window)
+                if not self._seen_headers:  # still starting: slowly, in the limit Klarna says
+                    self._set_rate(self._limit * self.SLOW_START_SHARE / self._window)
+                    self._hold(now, now)
             until_reset = max(reset if reset is not None else self._window, 0.0)
             if response.status_code == 429:
                 self._hold(now, now + (max(retry_after, 0.0) if retry_after is not None else until_reset))
@@ -510,13 +512,9 @@ def config_problem(config: Mapping[str, Any], now: Optional[dt.datetime] = None)
     problem = _platform_problem(config, region)
     if problem:
         return problem
-    start_date = config.get("start_date")
-    if start_date:
-        parsed = _parsed(start_date, ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d"))
-        if parsed is None:
-            return f"The start_date {start_date!r} is not a UTC date-time: write it as YYYY-MM-DDTHH:MM:SSZ, for example 2024-01-01T00:00:00Z."
-        if parsed > now:
-            return f"The start_date {start_date} lies in the future: set it to today or earlier, or leave it empty to sync the whole history."
+    problem = start_date_problem(config.get("start_date"), now)
+    if problem:
+        return problem
     limits = (("lookback_window_days", 0, 90), ("concurrency", 1, 30), ("max_requests_per_second", 1, 200),
               ("rate_limit_reserve_percent", 0, 90))
     for name, low, high in limits:
@@ -532,6 +530,32 @@ def config_problem(config: Mapping[str, Any], now: Optional[dt.datetime] = None)
         if parsed_url.scheme not in ("http", "https") or not parsed_url.hostname:
             return f"base_url_override {override!r} is not a URL: write it as https://host[:port], or leave it empty to use Klarna's host for the region."
     return None
+
+
+def start_date_problem(start_date: Any, now: Optional[dt.datetime] = None) -> Optional[str]:
+    if not start_date:
+        return None
+    parsed = _parsed(start_date, ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d"))
+    if parsed is None:
+        return f"The start_date {start_date!r} is not a UTC date-time: write it as YYYY-MM-DDTHH:MM:SSZ, for example 2024-01-01T00:00:00Z."
+    if parsed > (now or dt.datetime.now(dt.timezone.utc)):
+        return f"The start_date {start_date} lies in the future: set it to today or earlier, or leave it empty to sync the whole history."
+    return None
+
+
+@dataclass
+class StartDateCheck(ValidationStrategy):
+    """The start_date's problem in one sentence (`start_date_problem`), as a spec validation: the cursors parse the
+    start_date while the streams are built, before the authenticator (which checks the rest of the config) is, and
+    the spec's `pattern` could only answer with the regular expression."""
+
+    config: Optional[Config] = None
+    parameters: InitVar[Mapping[str, Any]] = None
+
+    def validate(self, value: Any) -> None:
+        problem = start_date_problem(value)
+        if problem:
+            raise AirbyteTracedException(message=problem, internal_message=problem, failure_type=FailureType.config_error)
 
 
 def _platform_problem(config: Mapping[str, Any], region: str) -> Optional[str]:
@@ -1103,6 +1127,7 @@ class UsableState(StateMigration):
     nothing: states of every earlier version pass."""
 
     stream: str = ""
+    declarative_stream: Any = None  # the stream's model, which the CDK's factory hands a state migration
     cursor_datetime_formats: List[str] = field(default_factory=lambda: ["%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z"])
     config: Optional[Config] = None
     parameters: InitVar[Mapping[str, Any]] = None
@@ -1110,7 +1135,8 @@ class UsableState(StateMigration):
     def should_migrate(self, stream_state: Mapping[str, Any]) -> bool:
         problem = self._problem(stream_state, "")
         if problem:
-            message = (f"The saved state of stream {self.stream} cannot be used: {problem}. Reset the stream's state "
+            stream = self.stream or getattr(self.declarative_stream, "name", "")
+            message = (f"The saved state of stream {stream} cannot be used: {problem}. Reset the stream's state "
                        "(in Airbyte: clear its data and sync again), or correct the value to a date-time such as "
                        "2024-01-01T00:00:00Z.")
             raise AirbyteTracedException(message=message, internal_message=message, failure_type=FailureType.config_error)
