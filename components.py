@@ -116,11 +116,8 @@ EXPECTED_ANSWERS = {"page": "a page of {items}", "list": "a list of payout summa
 
 
 def _requested_page_size(response: requests.Response) -> Optional[int]:
-    query = parse_qs(urlsplit(str(getattr(response.request, "url", "") or response.url or "")).query)
-    try:
-        return int(query["size"][0])
-    except (KeyError, IndexError, ValueError):
-        return None
+    size = parse_qs(urlsplit(str(getattr(response.request, "url", "") or response.url or "")).query).get("size", [""])[0]
+    return int(size) if size.isdigit() else None
 
 
 def answer_problem(body: Any, expect: str, items_field: Optional[str] = None, page_size: Optional[int] = None) -> Optional[str]:
@@ -726,16 +723,14 @@ class TransactionKeyAndPayout(RecordTransformation):
 
     def transform(self, record: Dict[str, Any], config: Optional[Config] = None,
                   stream_state: Optional[StreamState] = None, stream_slice: Optional[StreamSlice] = None) -> None:
-        payment_reference = stream_slice.partition.get("payment_reference") if stream_slice is not None else None
-        payout_date = stream_slice.extra_fields.get("payout_date") if stream_slice is not None else None
-        payment_reference = payment_reference or record.get("payment_reference")
+        partition, extra = (stream_slice.partition, stream_slice.extra_fields) if stream_slice is not None else ({}, {})
+        payment_reference = partition.get("payment_reference") or record.get("payment_reference")
         if payment_reference and not record.get("payment_reference"):
             record["payment_reference"] = payment_reference
-        if payout_date is not None:
-            record["payout_date"] = payout_date
+        if extra.get("payout_date") is not None:
+            record["payout_date"] = extra["payout_date"]
         fingerprint = transaction_fingerprint(record)
-        occurrence = self.counter.next_occurrence(stream_slice, fingerprint)
-        record["transaction_key"] = f"{payment_reference or 'pending'}:{fingerprint}:{occurrence}"
+        record["transaction_key"] = f"{payment_reference or 'pending'}:{fingerprint}:{self.counter.next_occurrence(stream_slice, fingerprint)}"
 
 
 def _instant(payout_date: Any) -> Optional[datetime]:
@@ -863,11 +858,8 @@ class EachKeyOncePerSync(RecordFilter):
                        next_page_token: Optional[Mapping[str, Any]] = None) -> Iterable[Mapping[str, Any]]:
         for record in records:
             value = record.get(self.key)
-            if value is None:
-                yield record  # nothing to recognise it by: the schema check downstream sees it
-                continue
-            with self._lock:
-                first = value not in self._seen
+            with self._lock:  # a record without the key passes: nothing to recognise it by, the schema check sees it
+                first = value is None or value not in self._seen
                 self._seen.add(value)
             if first:
                 yield record
@@ -979,7 +971,7 @@ class OrderFetcher:
         session.proxies, session.verify, session.cert = settings["proxies"], settings["verify"], settings["cert"]
         session.trust_env = False
         session.auth = requester.authenticator
-        self._session = session
+        self._requests_session = session
         self._queue: "queue.Queue[Optional[Tuple[str, _Pending]]]" = queue.Queue()
         self._threads = threads
         for number in range(threads):
@@ -1040,7 +1032,7 @@ class OrderFetcher:
         for attempt in range(1, int(self._handler.max_retries or 0) + 2):
             outcome: Any
             try:
-                outcome = self._session.get(url, timeout=self._timeout)
+                outcome = self._requests_session.get(url, timeout=self._timeout)
                 self._requester.authenticator.update_from_response(outcome.request, outcome)
             except requests.RequestException as error:
                 outcome = error
@@ -1160,7 +1152,7 @@ class UsableState(StateMigration):
                 return problem
         return None
 
-    def migrate(self, stream_state: Mapping[str, Any]) -> Mapping[str, Any]:
+    def migrate(self, stream_state: Mapping[str, Any]) -> Mapping[str, Any]:  # never called: should_migrate says no
         return stream_state
 
 

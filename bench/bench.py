@@ -93,13 +93,13 @@ def form_command(form: str) -> List[str]:
     return [script("source-klarna")]
 
 
-def stale_files() -> List[str]:
-    """Where what a form runs differs from the checkout's manifest.yaml / components.py."""
+def stale_files(forms: List[str]) -> List[str]:
+    """Where what a form of `forms` runs differs from the checkout's manifest.yaml / components.py."""
     notes = []
     for name in ("manifest.yaml", "components.py"):
         checkout = REPO / name
         for form, path in (("source-klarna", connector_file(name)), ("manifest-only", MANIFEST_ONLY_BUILD / name)):
-            if path.resolve() == checkout.resolve() or not checkout.exists():
+            if form not in forms or path.resolve() == checkout.resolve() or not checkout.exists():
                 continue
             if not path.exists():
                 notes.append(f"{form}: {path} is missing")
@@ -333,7 +333,7 @@ class Bench:
         self.profile_text: Optional[str] = None
         self.orders = orders_bench.OrdersScenario(self)
         self.load_at_start = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-        self.notes.extend(stale_files())
+        self.notes.extend(stale_files(list(self.forms)))
 
     # -- infrastructure
 
@@ -587,7 +587,8 @@ class Bench:
         mode = "samples of the thread holding the GIL" if a.profile_gil else "samples of non-idle threads"
         self.profile_text = (
             f"py-spy profile of `read` by {form} ({setup}; {mode}, {a.profile_rate} Hz; "
-            f"the read took {result.wall_s:.1f} s, {result.cpu_s:.1f} s CPU under the profiler); raw stacks: "
+            f"the read took {result.wall_s:.1f} s, {result.cpu_s:.1f} s CPU ({result.user_s:.1f} user + {result.sys_s:.1f} sys) "
+            f"under the profiler); raw stacks: "
             + ", ".join(str(path) for _, path in profiles) + "\n\n"
             + profile_read.components_table(profiles, rate=a.profile_rate) + f"\n\n{form}: "
             + profile_read.summarise(raw, top=a.profile_top))

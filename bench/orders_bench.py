@@ -71,6 +71,20 @@ class OrdersRun:
         return self.named_orders / (r.last_record_s - r.first_record_s)
 
     @property
+    def plateau_orders_per_s(self) -> Optional[float]:
+        """Orders per second over the last 75 % of the records (the pacer's slow start left out), from the
+        samples taken every 0.5 s: a diagnostic beside the steady figure, not a target."""
+        r = self.result
+        total = r.total_records
+        samples = [(t, n) for t, n, _ in r.rss_samples]
+        if not total or r.last_record_s is None:
+            return None
+        start = next(((t, n) for t, n in samples if n >= total / 4), None)
+        if start is None or r.last_record_s <= start[0]:
+            return None
+        return (total - start[1]) * self.named_orders / total / (r.last_record_s - start[0])
+
+    @property
     def cpu_ms_per_order(self) -> float:
         return 1000 * self.result.cpu_s / max(1, self.named_orders)
 
@@ -94,8 +108,10 @@ class OrdersRun:
         return {
             "label": self.label, "form": self.form, "load_avg_1m_before": self.load_before, "latency_ms": self.latency_ms, "size": self.size, "named_orders": self.named_orders,
             "records": r.records, "expected": self.expected, "wall_s": round(r.wall_s, 2), "cpu_s": round(r.cpu_s, 2),
+            "user_s": round(r.user_s, 2), "sys_s": round(r.sys_s, 2),
             "orders_per_s": round(self.orders_per_s, 1),
-            "steady_orders_per_s": _round(self.steady_orders_per_s), "cpu_ms_per_order": round(self.cpu_ms_per_order, 2),
+            "steady_orders_per_s": _round(self.steady_orders_per_s),
+            "plateau_orders_per_s": _round(self.plateau_orders_per_s), "cpu_ms_per_order": round(self.cpu_ms_per_order, 2),
             "steady_cpu_ms_per_order": _round(self.steady_cpu_ms_per_order, 2), "order_requests": self.order_requests,
             "requests": self.requests, "http_429": self.too_many, "peak_rss_mb": round(r.peak_rss_mb, 1),
             "cap_rps": self.cap_rps, "concurrency": self.concurrency, "ceiling_rps": _round(self.ceiling_rps),
@@ -232,8 +248,9 @@ class OrdersScenario:
     # -- report
 
     def table(self) -> str:
-        header = ("run", "records o/c/r", "wall s", "orders/s", "steady orders/s", "% of cap", "bare client req/s",
-                  "CPU s", "CPU ms/order", "steady CPU ms/order", "requests/order", "429s", "peak RSS MB", "load",
+        header = ("run", "records o/c/r", "wall s", "orders/s", "steady orders/s", "% of cap", "last 75 % orders/s",
+                  "bare client req/s",
+                  "CPU s (user+sys)", "CPU ms/order", "steady CPU ms/order", "requests/order", "429s", "peak RSS MB", "load",
                   "counts")
         rows = []
         for run in self.runs:
@@ -246,8 +263,9 @@ class OrdersScenario:
                 f"{run.orders_per_s:.0f}",
                 "-" if steady is None else f"{steady:.0f}",
                 "-" if steady is None else f"{100 * steady / run.cap_rps:.0f} %",
+                "-" if run.plateau_orders_per_s is None else f"{run.plateau_orders_per_s:.0f}",
                 "-" if run.ceiling_rps is None else f"{run.ceiling_rps:.0f}",
-                f"{r.cpu_s:.1f}",
+                f"{r.cpu_s:.1f} ({r.user_s:.1f}+{r.sys_s:.1f})",
                 f"{run.cpu_ms_per_order:.2f}",
                 "-" if run.steady_cpu_ms_per_order is None else f"{run.steady_cpu_ms_per_order:.2f}",
                 f"{run.requests_per_order:.3f}",

@@ -115,6 +115,14 @@ COMPONENTS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ("  slice hashing (json.dumps of the slice per record)", ("SliceHasher.hash",)),
     ("worker: Queue.put to the main thread", ("Queue.put",)),
     ("paginator (next page token / stop condition)", ("DefaultPaginator.next_page_token", "next_page_token")),
+    ("orders: OrderFetcher threads, one GET per order", ("OrderFetcher._work",)),
+    ("  requests.Session.get (requests, urllib3, http.client)", ("Session.get",)),
+    ("  authenticator + rate-limit pacer", ("PacedBasicHttpAuthenticator", "RateLimitPacer")),
+    ("  error handler on every answer (interpret_response)", ("ErrorHandler.interpret_response",)),
+    ("orders: OrderItemsRetriever.read_records (the partition's records)", ("OrderItemsRetriever.read_records",)),
+    ("  orjson.loads of each order", ("OrderFetcher.answers",)),
+    ("  record selector (transformations, schema normalisation)", ("filter_and_transform",)),
+    ("orders: the partition router (parents' transactions, grouping)", ("GroupingPartitionRouter", "SubstreamPartitionRouter")),
     ("Jinja evaluation anywhere", ("JinjaInterpolation.eval",)),
 )
 

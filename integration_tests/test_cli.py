@@ -22,18 +22,6 @@ def test_the_executable_runs_the_installed_package_with_its_manifest():
     assert EXECUTABLE.exists()
 
 
-def test_main_py_the_entry_point_of_airbytes_python_images_answers_like_the_executable(tmp_path):
-    # Airbyte's Python connector images run `python /airbyte/integration_code/main.py`.
-    from pathlib import Path
-
-    main_py = Path(__file__).resolve().parents[1] / "main.py"
-    via_main = subprocess.run([sys.executable, str(main_py), "spec"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    via_executable = run_connector("spec")
-
-    assert via_main.returncode == 0, via_main.stderr[-2000:]
-    assert via_main.stdout.strip().splitlines()[-1] == via_executable.stdout_lines[-1]
-
-
 def test_spec_lists_every_config_field_and_hides_the_password():
     run = run_connector("spec")
 
