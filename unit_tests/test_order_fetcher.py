@@ -238,14 +238,14 @@ def test_requests_carry_basic_auth_and_go_through_the_syncs_pacer(klarna):
     requester = order_requester(config)
     with mock.patch.object(requester.authenticator.pacer, "wait_turn", wraps=requester.authenticator.pacer.wait_turn) as waited:
         fetcher = OrderFetcher(requester, threads=2)
-        original = fetcher._session.get
+        original = fetcher._requests_session.get
 
         def recording_get(url, **kwargs):
             response = original(url, **kwargs)
             seen.append(response.request.headers.get("Authorization"))
             return response
 
-        fetcher._session.get = recording_get
+        fetcher._requests_session.get = recording_get
         assert _ids(fetcher.answers(["o1"], "orders")) == ["o1"]
 
     assert seen == ["Basic SzFfdXNlcjpwdy1mZXRjaGVy"]  # base64("K1_user:pw-fetcher")
