@@ -57,7 +57,7 @@ demo: install
 
 ## Every test: unit tests, then end-to-end tests against the emulator (the manifest-only form too).
 test: install manifest-only $(MANIFEST_ONLY_VENV)/.installed
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 ## The manifest-only form, build/manifest-only/{manifest.yaml,components.py,metadata.yaml}: the root's
 ## files as they are (they are that form), after checking what the stock runtime needs of components.py.
