@@ -85,11 +85,12 @@ schemas:
 ## Speed and memory figures (not a test): see README's Performance section.
 bench: install manifest-only $(MANIFEST_ONLY_VENV)/.installed
 	$(BIN)/python bench/bench.py $(BENCH_ARGS)
+	$(BIN)/python bench/rate_limit.py $(RATE_LIMIT_ARGS)
 
 ## How a sync shares the merchant's rate limit with its other traffic (not a test): bench/rate_limit.py.
 .PHONY: bench-rate-limit
 bench-rate-limit: install
-	$(BIN)/python bench/rate_limit.py $(BENCH_ARGS)
+	$(BIN)/python bench/rate_limit.py $(RATE_LIMIT_ARGS)
 
 ## Rewrite constraints.txt from a fresh resolution (after changing the CDK version or a dependency).
 constraints:
