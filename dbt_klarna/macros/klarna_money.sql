@@ -11,15 +11,17 @@
   end
 {%- endmacro %}
 
-{# Minor units -> major units, exact: a numeric times 1, 0.01, 0.001 or 0.0001 (no float division). #}
+{# Minor units -> major units, exact: a numeric times a numeric 1, 0.01, 0.001 or 0.0001 (no float
+   division). The factor is cast too: BigQuery reads a literal such as 0.01 as FLOAT64, and NUMERIC
+   times FLOAT64 is FLOAT64 there. #}
 {% macro klarna_to_major_units(amount_column, currency_column) -%}
   cast(
     cast({{ amount_column }} as {{ dbt.type_numeric() }})
-    * case {{ klarna_currency_exponent(currency_column) }}
+    * cast(case {{ klarna_currency_exponent(currency_column) }}
         when 0 then 1
         when 3 then 0.001
         when 4 then 0.0001
         else 0.01
-      end
+      end as {{ dbt.type_numeric() }})
     as {{ dbt.type_numeric() }})
 {%- endmacro %}
