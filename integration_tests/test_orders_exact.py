@@ -94,12 +94,12 @@ def test_a_full_sync_equals_the_emulators_orders_with_one_request_per_order(emul
     named, gone = _assert_exactly_the_emulators(run, emulator.dataset)
 
     # One request per order the transactions name, gone ones included, for all three streams (the
-    # sync's OrderFetcher). The transactions are the parent of each of the three streams, and the
-    # stock partition router reads a parent per stream: each page once per stream, no more.
+    # sync's OrderFetcher). The transactions are the parent of each of the three streams, read once
+    # for the three (OneReadPerSync): each page once.
     assert _order_requests(emulator) == Counter(named)
     pages = Counter((r["query"].get("payment_reference"), r["query"].get("offset", "0")) for r in emulator.requests() if r["endpoint"] == "transactions")
     assert {ref for ref, _ in pages} == {p["payment_reference"] for p in emulator.dataset.payouts()}
-    assert set(pages.values()) == {len(STREAMS)}, pages
+    assert set(pages.values()) == {1}, pages
     # One warning per gone order, not one per stream that read it.
     warnings = [m["log"]["message"] for m in run.of_type("LOG") if m["log"]["level"] == "WARN"]
     warned = [w.split("/ordermanagement/v1/orders/", 1)[1].split(" ", 1)[0] for w in warnings if "/ordermanagement/v1/orders/" in w]

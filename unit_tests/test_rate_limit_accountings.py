@@ -72,7 +72,7 @@ def test_whatever_the_accounting_neither_side_is_refused_and_the_sync_gets_its_s
     share = LIMIT * (1 - RESERVE) - others / SECONDS  # what the reserve leaves it, on average
     # Half of it at least. Under a sliding window the others' Poisson peaks reach into the reserve, and
     # the pacer, which cannot tell their peaks from its own excess, backs off: at 75 % of the limit it
-    # gets 44 % of what the reserve leaves it, the one case below half (safe, not fast).
+    # gets 50 % of what the reserve leaves it, the one case at the edge of half (safe, not fast).
     least = 0.4 if (accounting, pattern, level) == ("sliding", "poisson", 0.75) else 0.5
     assert rate >= least * share, (rate, share)
 

@@ -100,6 +100,8 @@ def test_an_incremental_sync_on_the_stock_runtime_requests_only_the_new_payouts_
     streams = {name: SyncMode.incremental for name in ("refunds", "captures", "orders")}
     config = ConfigBuilder().with_fields(lookback_window_days=0).build()
     first = _read_without_source_klarna(config, streams)
+    # The three streams start from the same (no) state: one read of each payout's transactions for all.
+    assert _transactions_read(klarna) == Counter({"A": 1, "B": 1})
 
     requests_mock.get(klarna.requests.order_url("new"), json=rb.order("new", captures=[rb.capture("c-new")], refunds=[rb.refund("r-new")]))
     payouts.append(rb.payout("C", "2024-03-01T06:00:00Z"))
@@ -108,6 +110,7 @@ def test_an_incremental_sync_on_the_stock_runtime_requests_only_the_new_payouts_
     second = _read_without_source_klarna(config, streams, state_for({s: final_state(first, s) for s in ITEMS}))
 
     assert not second.errors
+    assert _transactions_read(klarna) == Counter({"C": 1})
     assert sorted(klarna.order_requests()) == ["a0", "new"]
     assert _ids(second)["captures"] == ["c-new"] and _ids(second)["refunds"] == ["r-a0", "r-new"]
 
@@ -122,6 +125,7 @@ def test_with_one_or_two_workers_the_streams_run_one_after_another_and_still_req
 
     assert not output.errors
     assert Counter(klarna.order_requests()) == Counter(named)
+    assert _transactions_read(klarna) == Counter({"A": 1, "B": 1})  # one read for the three, even one after another
     assert _ids(output)["orders"] == sorted(named - {"gone"})
 
 
@@ -149,9 +153,10 @@ def test_each_order_stream_reads_the_transactions_its_own_state_asks_for_and_its
     second = sync(config, {name: SyncMode.incremental for name in ITEMS}, state_for({"orders": final_state(first, "orders")}))
 
     assert not second.errors
-    # Each stream reads its parents through its own GroupingPartitionRouter: orders the new payout C,
-    # captures and refunds (no state) A, B and C. Orders are still requested once each (OrderFetcher).
-    assert _transactions_read(klarna) == Counter({"A": 2, "B": 2, "C": 3})
+    # orders reads its parents from its own state: the new payout C. captures and refunds start from the
+    # same (no) state, so they share one read (OneReadPerSync): A, B and C once. Orders are still
+    # requested once each (OrderFetcher).
+    assert _transactions_read(klarna) == Counter({"A": 1, "B": 1, "C": 2})
     assert sorted(klarna.order_requests()) == sorted(set(klarna.order_requests()))
     ids = _ids(second)
     assert ids["orders"] == ["a0", "new"]
