@@ -384,9 +384,9 @@ class RateLimitPacer:
     seconds). Whatever the accounting, the merchant is safe while R stays above the reserve T = L x reserve, left for
     its own bursts. So the rate is a feedback loop on the lowest R of each period of w seconds (m): up by half of what
     was left unused above T (m - T, per w), down by half of what was missing. At m = T the connector takes all but the
-    reserve: its cap with no other traffic (L x (1 - reserve), or max_requests_per_second if lower), else what the others leave. An answer below
-    T cuts the rate by a third at once (a step or burst of the others' traffic does not wait for the period's end);
-    one at T/2 or less, or a 429, holds every request until the limit resets (Retry-After, else X-Ratelimit-Reset). It
+    reserve: its cap with no other traffic (L x (1 - reserve), or max_requests_per_second if lower), else what the
+    others leave. An answer more than one request below T cuts the rate by a third at once (a step or burst of the
+    others' traffic does not wait for the period's end); one at T/2 or less, or a 429, holds every request until the limit resets (Retry-After, else X-Ratelimit-Reset). It
     starts at a twentieth of L (never bursting into an unknown share), keeps a floor of 1 % of L so a sync moves when the
     others leave nothing, and runs at its cap when answers carry no headers (a proxy that drops them). Requests are
     spaced 1/rate apart, never in bursts. Thread safe: one pacer serves every stream of a sync."""
