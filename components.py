@@ -386,10 +386,11 @@ class RateLimitPacer:
     was left unused above T (m - T, per w), down by half of what was missing. At m = T the connector takes all but the
     reserve: its cap with no other traffic (L x (1 - reserve), or max_requests_per_second if lower), else what the
     others leave. An answer more than one request below T cuts the rate by a third at once (a step or burst of the
-    others' traffic does not wait for the period's end); one at T/2 or less, or a 429, holds every request until the limit resets (Retry-After, else X-Ratelimit-Reset). It
-    starts at a twentieth of L (never bursting into an unknown share), keeps a floor of 1 % of L so a sync moves when the
-    others leave nothing, and runs at its cap when answers carry no headers (a proxy that drops them). Requests are
-    spaced 1/rate apart, never in bursts. Thread safe: one pacer serves every stream of a sync."""
+    others' traffic does not wait for the period's end); one at T/2 or less, or a 429, holds every request until the
+    limit resets (Retry-After, else X-Ratelimit-Reset). It starts at a twentieth of L (never bursting into an unknown
+    share), keeps a floor of 1 % of L so a sync moves when the others leave nothing, and runs at its cap when answers
+    carry no headers (a proxy that drops them). Requests are spaced 1/rate apart, never in bursts. Thread safe: one
+    pacer serves every stream of a sync."""
 
     SLOW_START_SHARE, FLOOR_SHARE, GAIN, CUT, NAP = 0.05, 0.01, 0.5, 2 / 3, 0.25
 
@@ -1102,6 +1103,10 @@ class OneReadPerSync(WrappingPartitionRouter):
     state differs (one added to the catalog later) reads on its own, so what each reads and the state it saves are
     what the stock router gives it. A read that fails or stops early fails its followers too: none ends short."""
 
+    def __post_init__(self, parameters: Mapping[str, Any]) -> None:
+        self._following = False  # this stream replays another's read
+        self._replayed: Any = None  # the state after the slice replayed last
+
     def stream_slices(self) -> Iterable[StreamSlice]:
         self._replayed = self.underlying_partition_router.get_stream_state()
         # The state the read starts from is its parents' (a GroupingPartitionRouter has none before it reads).
@@ -1142,7 +1147,7 @@ class OneReadPerSync(WrappingPartitionRouter):
             yield stream_slice
 
     def get_stream_state(self) -> Optional[Mapping[str, StreamState]]:
-        if getattr(self, "_following", False):
+        if self._following:
             return self._replayed
         return self.underlying_partition_router.get_stream_state()
 
