@@ -153,6 +153,18 @@ class ConnectorRun:
             last[state["stream"]["stream_descriptor"]["name"]] = state
         return list(last.values())
 
+    def comparable_states(self) -> Dict[str, Any]:
+        """The final state of each stream, without `sourceStats` and the CDK's `lookback_window`: the first
+        counts records since the last state, the second is how long the sync took in seconds. Both
+        depend on timing, so they differ from one run to the next."""
+
+        def strip(node: Any) -> Any:
+            if isinstance(node, dict):
+                return {key: strip(value) for key, value in node.items() if key != "lookback_window"}
+            return [strip(item) for item in node] if isinstance(node, list) else node
+
+        return {s["stream"]["stream_descriptor"]["name"]: strip(s["stream"]["stream_state"]) for s in self.final_state()}
+
     def errors(self) -> List[Dict[str, Any]]:
         return [m["trace"]["error"] for m in self.of_type("TRACE") if m["trace"].get("type") == "ERROR"]
 
