@@ -1193,17 +1193,6 @@ class OrderItemsRetriever(Retriever):
                     records.append(item)
         yield from self.record_selector.filter_and_transform(records, stream_state={}, records_schema=records_schema, stream_slice=stream_slice)
 
-    def stream_slices(self) -> Iterable[Optional[StreamSlice]]:
-        yield from ()
-
-    @property
-    def state(self) -> StreamState:
-        return {}
-
-    @state.setter
-    def state(self, value: StreamState) -> None:
-        pass
-
 
 def _is_datetime(value: Any, layouts: Sequence[str]) -> bool:
     return isinstance(value, str) and _parsed(value, layouts) is not None
