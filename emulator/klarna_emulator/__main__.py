@@ -16,6 +16,7 @@ import sys
 import threading
 
 from .dataset import Dataset, DatasetSpec
+from .events import STEP_KINDS
 from .faults import ACCOUNTINGS, DEFAULT_STEP_AT_S, DETERMINISTIC_FAULTS, ENDPOINTS, TRAFFIC_PATTERNS, FaultConfig
 from .server import EmulatorHTTPServer, EmulatorState
 from .tls import TlsUnavailable
@@ -45,11 +46,14 @@ def _endpoint_fault(value: str):
 
 
 def _grow_step(value: str):
-    new, sep, late = value.partition(":")
+    parts = value.split(":")
     try:
-        return int(new), int(late or 0)
+        if len(parts) > len(STEP_KINDS):
+            raise ValueError
+        counts = tuple(int(p or 0) for p in parts)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected NEW:LATE, got {value!r}") from None
+        raise argparse.ArgumentTypeError(f"expected NEW:LATE[:REFUNDS[:GONE[:DISPUTES]]], got {value!r}") from None
+    return counts if len(counts) >= 2 else counts + (0,)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,8 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "new payout")
     g.add_argument("--unreconciled-payouts", type=int, default=d.unreconciled_payouts,
                    help="how many of the oldest payouts have settlement_amount 100 above their transactions' sum")
-    g.add_argument("--grow", type=_grow_step, action="append", default=[], metavar="NEW:LATE",
-                   help="apply a growth step at start (repeatable), as if POST /_emulator/grow")
+    g.add_argument("--disputes", type=int, default=d.disputes,
+                   help="disputes (Disputes API v2) over orders of the initial payouts, in a mix of states")
+    g.add_argument("--grow", type=_grow_step, action="append", default=[],
+                   metavar="NEW:LATE[:REFUNDS[:GONE[:DISPUTES]]]",
+                   help="apply a growth step at start (repeatable), as if POST /_emulator/grow: new and late "
+                        "payouts, refunds on old orders, gone orders, new disputes")
     a = p.add_argument_group("auth")
     a.add_argument("--username", default="emulator")
     a.add_argument("--password", default="emulator-secret")
@@ -110,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"fail exactly the Nth API request (repeatable); FAULT in {', '.join(DETERMINISTIC_FAULTS)}")
     f.add_argument("--endpoint-fault", type=_endpoint_fault, action="append", default=[], metavar="ENDPOINT=FAULT",
                    help=f"answer every request of ENDPOINT ({', '.join(ENDPOINTS)}) with FAULT (repeatable)")
+    f.add_argument("--disputes-not-enrolled", action="store_true",
+                   help="the merchant is not onboarded on the Disputes API: 403 on every disputes request")
     p.add_argument("-v", "--verbose", action="store_true", help="log requests to stderr")
     p.add_argument("--exit-on-stdin-eof", action="store_true",
                    help="shut down when stdin reaches EOF (the client uses this so an emulator never "
@@ -125,7 +135,7 @@ def main(argv=None) -> int:
             currencies=args.currencies, first_payout_date=args.first_payout_date, merchant_id=args.merchant_id,
             identical_rows_per_payout=args.identical_rows_per_payout, purged_order_ratio=args.purged_order_ratio,
             empty_payouts=args.empty_payouts, pending_transactions=args.pending_transactions,
-            unreconciled_payouts=args.unreconciled_payouts,
+            unreconciled_payouts=args.unreconciled_payouts, disputes=args.disputes,
         )
         faults = FaultConfig(
             latency_ms=args.latency_ms, rate_limit_rps=args.rate_limit_rps or None,
@@ -136,12 +146,16 @@ def main(argv=None) -> int:
             connection_reset=args.connection_reset, truncated_body=args.truncated_body,
             invalid_json=args.invalid_json, slow=args.slow, slow_seconds=args.slow_seconds,
             fault_seed=args.fault_seed, fail_requests=dict(args.fail_request),
-            endpoint_faults=dict(args.endpoint_fault),
+            endpoint_faults=dict(args.endpoint_fault), disputes_enrolled=not args.disputes_not_enrolled,
         )
     except ValueError as e:
         print(f"klarna_emulator: {e}", file=sys.stderr)
         return 2
-    dataset = Dataset(spec, growth=args.grow)
+    try:
+        dataset = Dataset(spec, growth=args.grow)
+    except ValueError as e:
+        print(f"klarna_emulator: --grow: {e}", file=sys.stderr)
+        return 2
     state = EmulatorState(dataset, args.username, args.password, faults, verbose=args.verbose)
     try:
         server = EmulatorHTTPServer((args.host, args.port), state, tls=args.tls)

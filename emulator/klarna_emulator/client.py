@@ -59,7 +59,8 @@ class KlarnaEmulator:
     ``knobs`` are FaultConfig fields (latency_ms, rate_limit_rps, rate_limit_accounting,
     other_traffic_rps, other_traffic_pattern, other_traffic_step_at_s, other_traffic_seed,
     retry_after, error_5xx, connection_reset, truncated_body, invalid_json, slow,
-    slow_seconds, fault_seed, fail_requests, endpoint_faults) applied at start (see faults.py).
+    slow_seconds, fault_seed, fail_requests, endpoint_faults, disputes_enrolled) applied at start
+    (see faults.py).
     """
 
     def __init__(self, spec: DatasetSpec | None = None, username: str = "emulator",
@@ -93,6 +94,8 @@ class KlarnaEmulator:
             cmd += [flag, repr(value) if isinstance(value, float) else str(value)]
         if not k.retry_after:
             cmd.append("--no-retry-after")
+        if not k.disputes_enrolled:
+            cmd.append("--disputes-not-enrolled")
         for n, fault in sorted(k.fail_requests.items()):
             cmd += ["--fail-request", f"{n}={fault}"]
         for endpoint, fault in sorted(k.endpoint_faults.items()):
@@ -219,15 +222,24 @@ class KlarnaEmulator:
     def health(self) -> dict:
         return self._admin("GET", "health")
 
-    def grow(self, new_payouts: int = 0, late_payouts: int = 0) -> list:
-        """Grow the server's dataset and the in-process mirror ``.dataset`` alike.
-        Returns the added payment references."""
-        res = self._admin("POST", "grow", {"new_payouts": new_payouts, "late_payouts": late_payouts})
-        added = self.dataset.grow(new_payouts, late_payouts)
+    def grow(self, new_payouts: int = 0, late_payouts: int = 0, refunds_on_old_orders: int = 0,
+             gone_orders: int = 0, new_disputes: int = 0) -> list:
+        """Grow the server's dataset and the in-process mirror ``.dataset`` alike (the counts of
+        ``Dataset.grow``). Returns the added payment references."""
+        counts = {"new_payouts": new_payouts, "late_payouts": late_payouts}
+        extra = {"refunds_on_old_orders": refunds_on_old_orders, "gone_orders": gone_orders,
+                 "new_disputes": new_disputes}
+        counts.update({k: v for k, v in extra.items() if v})
+        res = self._admin("POST", "grow", counts)
+        added = self.dataset.grow(**counts)
         refs = [p["payment_reference"] for p in added]
         if refs != res["added"]:  # pragma: no cover - would be a determinism bug
             raise AssertionError(f"server and mirror diverged: {res['added']} != {refs}")
         return refs
+
+    def dispute_headers(self) -> dict:
+        """The header every disputes request needs besides Basic auth (``x-klarna-basic-mid``)."""
+        return {"x-klarna-basic-mid": self.spec.merchant_id}
 
     def set_faults(self, **knobs) -> dict:
         """Replace ALL fault settings (knobs not given go back to their defaults)."""

@@ -27,6 +27,10 @@ Shape
   totals include them) and draws set n + 1. Their orders are never purged.
 * Unreconciled payouts (``unreconciled_payouts`` U): the first U payouts generated (the oldest) serve
   ``settlement_amount`` 100 above the signed sum of their rows; every other total is consistent.
+* Events (events.py, disputes.py): the initial disputes and growth's refunds on old orders, gone orders
+  and disputes add rows (``records.ExtraRow``) to a payout after its own rows and a pending set's (its
+  totals count them; ``?order_id=`` finds them); a refunded order is served with its new refunds, a gone
+  one answers 404. ``Events`` (in the views) records them all.
 
 The sign convention of the totals is documented in ``transactions.py``; the
 generators are ``transactions.plan_rows`` (rows) and ``orders.py`` (orders), the
@@ -49,14 +53,16 @@ import json
 import random
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Iterator
 
 from .catalogue import MERCHANT_SETTLEMENT_TYPE, REGISTRATION_CURRENCY, SETTLEMENTS_LINK_BASE, TO_EUR
 from .dates import DAY, HOUR, format_datetime, parse_datetime
+from .events import Events, EventsMixin
 from .orders import PENDING_POS_BASE, OrderDetail, OrderIds, draw_order_details, merchant_order
+from .records import ExtraRow
 from .spec import DatasetSpec
-from .transactions import TOTALS_BY_TYPE, TOTALS_KEYS, OrderPlan, PayoutContext, plan_rows, totals_of, \
+from .transactions import TOTALS_BY_TYPE, TOTALS_KEYS, OrderPlan, PayoutContext, RowPlan, plan_rows, totals_of, \
     transaction_row
 
 __all__ = [
@@ -83,8 +89,9 @@ class PayoutMeta:
     ts: int  #: payout_date, POSIX seconds
     currency: str
     late: bool  #: added by grow(late_payouts=...)
-    row_count: int  #: its number of transactions (a pending set it took in included)
+    row_count: int  #: its number of transactions (a pending set it took in and its extra rows included)
     pending: "PendingSet | None" = None  #: the pending set it took in (its rows follow the payout's own)
+    extra: tuple = ()  #: ExtraRow of events (events.py), after its own and the pending set's rows
     date: str = field(init=False)  #: payout_date as served
 
     def __post_init__(self):
@@ -107,11 +114,12 @@ class _Views:
     """Immutable sorted views over the payout list (swapped atomically on grow)."""
 
     __slots__ = ("metas", "desc", "desc_neg_ts", "desc_by_cur", "desc_neg_ts_by_cur", "asc", "asc_row_starts",
-                 "row_count", "pending", "total_rows")
+                 "row_count", "pending", "total_rows", "events")
 
-    def __init__(self, metas, currencies, pending=None, pending_rows=0):
+    def __init__(self, metas, currencies, pending=None, pending_rows=0, events: Events | None = None):
         self.metas = tuple(metas)
         self.pending = pending  #: the current PendingSet (None without pending transactions)
+        self.events = events or Events()  #: refunds on old orders, gone orders, disputes (events.py)
         desc = sorted(self.metas, key=lambda m: (-m.ts, m.ref))
         self.desc = tuple(desc)
         self.desc_neg_ts = [-m.ts for m in desc]
@@ -155,6 +163,10 @@ class _LRU:
         with self._lock:
             self._d.clear()
 
+    def drop(self, key):
+        with self._lock:
+            self._d.pop(key, None)
+
 
 @dataclass(frozen=True, slots=True)
 class PayoutContent:
@@ -179,14 +191,16 @@ def _dumps(obj) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
-class Dataset:
+class Dataset(EventsMixin):
     """The emulator's data. Thread safe; ``grow`` may run while others read.
 
     Read API (expected data for tests; no HTTP involved):
     ``payouts()``, ``payout(ref)``, ``transactions()``, ``transactions_for(ref)``,
     ``pending_transactions()``, ``unreconciled_payment_references()``,
-    ``orders()``, ``order(order_id)``, ``order_ids()``, ``is_purged(order_id)``,
-    ``summary(start, end, currency=None)``, ``grow(new_payouts, late_payouts)``.
+    ``orders()``, ``order(order_id)``, ``order_ids()``, ``is_purged(order_id)``, ``is_gone(order_id)``,
+    ``gone_order_ids()``, ``disputes()``, ``dispute(krn)``, ``dispute_transactions(krn)``, ``step_events()``,
+    ``summary(start, end, currency=None)``,
+    ``grow(new_payouts, late_payouts, refunds_on_old_orders, gone_orders, new_disputes)``.
     """
 
     ROW_CACHE_PAYOUTS = 64
@@ -216,11 +230,15 @@ class Dataset:
         self._orders_json = _LRU(self.ORDER_CACHE_PAYOUTS)
         self._content = _LRU(self.MATERIALIZED_CACHE_PAYOUTS)
         self._pending_draws = _LRU(self.MATERIALIZED_CACHE_PAYOUTS)
+        self._amended_orders: dict = {}  # order_id -> (refunds added, serialized order with them)
+        self._dispute_bytes: dict = {}  # dispute number -> (Dispute, serialized)
+        self._step_log: list = []  # per growth step: what its events did (step_events)
         with self._lock:
             for _ in range(int(sp.payouts)):
                 self._add_regular()
             pending = self._new_pending_set() if self._pending_n else None
-            self._views = _Views(self._metas, sp.currencies, pending, self._pending_n)
+            events = self._initial_disputes() if int(sp.disputes) else Events()
+            self._views = _Views(self._metas, sp.currencies, pending, self._pending_n, events)
         for step in growth:
             if isinstance(step, dict):
                 self.grow(**step)
@@ -244,10 +262,13 @@ class Dataset:
         self._refs[meta.ref] = meta
         return meta
 
+    def _regular_ts(self, i: int) -> int:
+        return self._first_ts + (i // self._ncur) * DAY + PAYOUT_HOUR * HOUR + (i % 3600)
+
     def _add_regular(self) -> PayoutMeta:
         i = self._regular
         self._regular += 1
-        ts = self._first_ts + (i // self._ncur) * DAY + PAYOUT_HOUR * HOUR + (i % 3600)
+        ts = self._regular_ts(i)
         rows = 0 if self.spec.is_empty_payout(i) else self._t
         return self._append(f"{self._seed}:{i}", ts, self.spec.currencies[i % self._ncur], False, rows)
 
@@ -263,20 +284,36 @@ class Dataset:
         self._sets.append(pset)
         return pset
 
-    def grow(self, new_payouts: int = 0, late_payouts: int = 0) -> list:
+    def grow(self, new_payouts: int = 0, late_payouts: int = 0, refunds_on_old_orders: int = 0,
+             gone_orders: int = 0, new_disputes: int = 0) -> list:
         """Append ``new_payouts`` payouts after the newest one (continuing the
         date sequence) and ``late_payouts`` payouts dated 1-2 days before the
         newest payout date at the time of the call (18:00 UTC + m s; fresh
         references and transactions). With pending transactions and
         ``new_payouts >= 1``, the first new payout takes the pending rows in and
-        a fresh pending set is drawn. Returns the added payouts (dicts)."""
+        a fresh pending set is drawn. ``refunds_on_old_orders``, ``gone_orders``
+        and ``new_disputes`` (need ``new_payouts >= 1``) and the moves of open
+        disputes are the step's events (events.py). Returns the added payouts (dicts)."""
         new_payouts, late_payouts = int(new_payouts), int(late_payouts)
         if new_payouts < 0 or late_payouts < 0:
             raise ValueError("new_payouts and late_payouts must be >= 0")
+        counts = (int(refunds_on_old_orders), int(gone_orders), int(new_disputes))
+        if min(counts) < 0:
+            raise ValueError("refunds_on_old_orders, gone_orders and new_disputes must be >= 0")
+        if any(counts) and new_payouts < 1:
+            raise ValueError("refunds_on_old_orders, gone_orders and new_disputes need new_payouts >= 1: their "
+                             "rows land in the step's first new payout")
         with self._lock:
+            step = len(self._growth)
+            events = self._views.events
+            plan = None
+            if any(counts):  # drawn before anything changes: too few orders leave the dataset as it was
+                plan = self._plan_step(step, events, self.spec.currencies[self._regular % self._ncur],
+                                       self._regular_ts(self._regular) - HOUR, *counts)
             newest = self._newest_ts()
             newest_day = newest - newest % DAY
             added = [self._add_regular() for _ in range(new_payouts)]
+            new_metas = list(added)
             pending = self._views.pending
             if pending is not None and new_payouts:
                 first = added[0]  # the first regular payout of this step
@@ -291,14 +328,23 @@ class Dataset:
                                           self.spec.currencies[m % self._ncur], True, self._t))
             if pending is not None and new_payouts:
                 pending = self._new_pending_set()
-            self._growth.append((new_payouts, late_payouts))
-            self._views = _Views(self._metas, self.spec.currencies, pending, self._pending_n)
+            log = {"refunded_orders": [], "gone_orders": [], "opened_disputes": [], "moved_disputes": []}
+            if new_metas:
+                events, log = self._apply_step(step, events, new_metas, plan)
+            self._step_log.append(log)
+            self._growth.append((new_payouts, late_payouts) + counts)
+            self._views = _Views(self._metas, self.spec.currencies, pending, self._pending_n, events)
         return [self._payout_dict(m) for m in added]
 
     @property
     def growth(self) -> list:
-        """The growth steps applied so far, as ``(new_payouts, late_payouts)``."""
-        return list(self._growth)
+        """The growth steps applied so far: ``(new_payouts, late_payouts)``, longer (``STEP_KINDS`` order, up
+        to the last count that is not 0) when a step had events; ``Dataset(spec, growth)`` replays them."""
+        out = []
+        for step in self._growth:
+            end = max([2] + [i + 1 for i, c in enumerate(step) if c])
+            out.append(tuple(step[:end]))
+        return out
 
     @property
     def payout_count(self) -> int:
@@ -311,8 +357,8 @@ class Dataset:
     # ----------------------------------------------------------------- generation
 
     def _own_row_count(self, meta: PayoutMeta) -> int:
-        """Rows of the payout's own plan (those of a pending set it took in not counted)."""
-        return meta.row_count - (self._pending_n if meta.pending is not None else 0)
+        """Rows of the payout's own plan (those of a pending set it took in and extra rows not counted)."""
+        return meta.row_count - (self._pending_n if meta.pending is not None else 0) - len(meta.extra)
 
     def _payout_totals(self, meta: PayoutMeta) -> dict:
         tot = self._totals.get(meta.pos)
@@ -320,6 +366,8 @@ class Dataset:
             rows, _orders = plan_rows(random.Random(meta.key), self._own_row_count(meta), self._dup)
             if meta.pending is not None:
                 rows = rows + self._pending_draw(meta.pending)[0]
+            if meta.extra:
+                rows = rows + list(meta.extra)
             tot = totals_of(rows)
             if self.spec.is_unreconciled_payout(meta.pos):  # the first positions are the initial payouts
                 tot["settlement_amount"] += UNRECONCILED_OFFSET
@@ -393,9 +441,23 @@ class Dataset:
             if meta.pending is not None:
                 pending_plans, _pending_orders, pending_details = self._pending_draw(meta.pending)
                 self._build_rows(rows, pending_plans, pending_details, context)
+            rows.extend(self._extra_row(extra, context) for extra in meta.extra)
         content = PayoutContent(rows, order_plans, details)
         self._content.put(src.pos, content)
         return content
+
+    def _extra_row(self, extra: ExtraRow, context: PayoutContext) -> dict:
+        """The Transaction of an event's row: that of its order (whose payout came before) in this payout."""
+        detail = self._materialize(self._metas[extra.order_pos]).order_details[extra.order_index]
+        if extra.refund is not None:
+            detail = replace(detail, refunds=(extra.refund,))
+        plan = RowPlan(extra.type, extra.detailed_type, extra.amount, extra.order_index, extra.sub_index)
+        row = transaction_row(plan, detail, context)
+        if extra.reversal_reference is not None:  # a dispute's row names the disputed capture and the dispute
+            capture = detail.captures[extra.capture_index]
+            row["capture_id"], row["capture_date"] = capture.capture_id, format_datetime(capture.ts)
+            row["reversal_reference"] = extra.reversal_reference
+        return row
 
     def _rows_entry(self, meta) -> SerializedRows:
         """A payout's (or a pending set's) serialized rows (LRU cached)."""
@@ -468,30 +530,60 @@ class Dataset:
         if views.pending is not None:
             yield views.pending
 
+    def _amended_order_json(self, src, order_id: str, added: tuple) -> bytes:
+        """The order with the refunds growth added to it (events.py): the same draws, more refunds."""
+        cached = self._amended_orders.get(order_id)
+        if cached is not None and cached[0] is added:
+            return cached[1]
+        k = self._order_ids.locate(order_id)[1]
+        content = self._materialize(src)
+        plan, detail = content.order_plans[k], content.order_details[k]
+        plan = OrderPlan(plan.authorized, plan.captures, plan.refunds + [amount for amount, _ in added],
+                         plan.released)
+        detail = replace(detail, refunds=detail.refunds + tuple(event for _, event in added))
+        b = _dumps(merchant_order(plan, detail, random.Random(f"{src.key}:order:{k}"), src.currency))
+        self._amended_orders[order_id] = (added, b)
+        return b
+
     def order_json(self, order_id: str):
-        """Serialized MerchantOrderDto, or None (unknown or purged)."""
+        """Serialized MerchantOrderDto, or None (unknown, purged or gone)."""
+        events = self._views.events
+        if order_id in events.gone:
+            return None
         src = self._order_source(order_id)
         if src is None:
             return None
-        return self._orders_entry(src).get(order_id)
+        b = self._orders_entry(src).get(order_id)
+        added = events.refunds.get(order_id)
+        if b is not None and added:
+            b = self._amended_order_json(src, order_id, added)
+        return b
 
     def order(self, order_id: str):
-        """The order exactly as served, or None when unknown or purged (404)."""
+        """The order exactly as served (refunds growth added included), or None when unknown, purged or gone
+        (404)."""
         b = self.order_json(order_id)
         return None if b is None else json.loads(b)
 
     def order_ids(self, include_purged: bool = True) -> Iterator[str]:
-        """Every distinct order id, payouts in payout_date ascending order (pending ones last)."""
+        """Every distinct order id, payouts in payout_date ascending order (pending ones last); without
+        ``include_purged``, only those served (neither purged nor gone)."""
+        gone = self._views.events.gone
         for src in self._order_sources():
             for detail in self._materialize(src).order_details:
-                if include_purged or not self.is_purged(detail.order_id):
+                if include_purged or not (self.is_purged(detail.order_id) or detail.order_id in gone):
                     yield detail.order_id
 
     def orders(self) -> Iterator[dict]:
-        """Every served (non purged) order, payouts in payout_date ascending order (pending ones last)."""
+        """Every served order (neither purged nor gone) as it is now (refunds growth added included),
+        payouts in payout_date ascending order (pending ones last)."""
+        events = self._views.events
         for src in self._order_sources():
-            for b in self._orders_entry(src).values():
-                yield json.loads(b)
+            for order_id, b in self._orders_entry(src).items():
+                if order_id in events.gone:
+                    continue
+                added = events.refunds.get(order_id)
+                yield json.loads(self._amended_order_json(src, order_id, added) if added else b)
 
     # ----------------------------------------------------------------- payouts
 
@@ -592,12 +684,15 @@ class Dataset:
                     meta = None if payment_reference is not None else meta
                 else:
                     meta = meta.payout
-            if meta is None:
-                return [], 0
-            if payment_reference is not None and meta.ref != payment_reference:
-                return [], 0
-            serialized = self._rows_entry(meta)
-            match = [r for r, o in zip(serialized.rows, serialized.order_ids) if o == order_id]
+            # its own payout (or pending set), then the payouts holding rows of its events (events.py)
+            holders = [] if meta is None else [meta]
+            holders += [m for m in views.events.extra_payouts.get(order_id, ()) if m is not meta]
+            if payment_reference is not None:
+                holders = [m for m in holders if m.ref == payment_reference]
+            match = []
+            for holder in holders:
+                serialized = self._rows_entry(holder)
+                match.extend(r for r, o in zip(serialized.rows, serialized.order_ids) if o == order_id)
             return match[offset:offset + size], len(match)
         meta = self._refs.get(payment_reference)
         if meta is None:

@@ -37,7 +37,12 @@ Knobs (CLI flag in brackets)
     ``{request number: fault name}``: that exact fault for the n-th API request.
 ``endpoint_faults`` [--endpoint-fault ENDPOINT=FAULT, repeatable]
     ``{endpoint: fault name}``: that fault for every request of the endpoint
-    (``payouts``, ``payouts_summary``, ``payout``, ``transactions``, ``order``).
+    (``payouts``, ``payouts_summary``, ``payout``, ``transactions``, ``order``,
+    ``disputes``: the list and the single dispute).
+``disputes_enrolled`` [--disputes-not-enrolled turns it off]
+    whether the merchant is onboarded on the Disputes API: off, every disputes
+    request that passes the faults, Basic auth and the ``x-klarna-basic-mid``
+    check gets 403 ``MERCHANT_NOT_ENROLLED``.
 
 Fault names (``fail_requests`` and ``endpoint_faults``)
 ------------------------------------------------------
@@ -47,7 +52,8 @@ closes), ``invalid_json`` (200 with half a JSON body), ``slow`` (the answer
 after ``slow_seconds``), ``rate_limit`` -> 429, ``foreign_body`` (200,
 ``Content-Type: text/html``, a captive-portal login page), ``no_pagination``
 (200, a collection without its ``pagination`` block; other endpoints answer as
-usual), ``null_items`` (200, the collection's list as ``null``; other endpoints
+usual; the collections are ``payouts``, ``transactions`` and the disputes
+list), ``null_items`` (200, the collection's list as ``null``; other endpoints
 as usual), ``not_found`` -> 404 ``NOT_FOUND``, ``forbidden`` -> 403
 ``FORBIDDEN``, ``bad_request`` -> 400 ``BAD_REQUEST`` whose message names a
 parameter (``start_date: must be a valid date-time``).
@@ -155,7 +161,7 @@ __all__ = ["FaultConfig", "FaultController", "FaultDecision", "RateLimiter", "Ra
            "other_traffic", "retry_after_header"]
 
 #: the API endpoints, as the request log names them
-ENDPOINTS = ("payouts", "payouts_summary", "payout", "transactions", "order")
+ENDPOINTS = ("payouts", "payouts_summary", "payout", "transactions", "order", "disputes")
 #: random fault kinds, in the order of the cumulative draw
 RANDOM_FAULTS = ("error_5xx", "connection_reset", "truncated_body", "invalid_json", "slow")
 #: names accepted in ``fail_requests`` and ``endpoint_faults``
@@ -199,6 +205,7 @@ class FaultConfig:
     fault_seed: int = 0
     fail_requests: dict = field(default_factory=dict)
     endpoint_faults: dict = field(default_factory=dict)
+    disputes_enrolled: bool = True
 
     def __post_init__(self):
         self.latency_ms = float(self.latency_ms or 0)
@@ -249,6 +256,7 @@ class FaultConfig:
                 raise ValueError(f"unknown endpoint {endpoint!r} in endpoint_faults; known: {', '.join(ENDPOINTS)}")
             by_endpoint[endpoint] = _fault_name(v, "endpoint_faults")
         self.endpoint_faults = by_endpoint
+        self.disputes_enrolled = bool(self.disputes_enrolled)
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "FaultConfig":

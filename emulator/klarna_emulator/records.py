@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 from .catalogue import PaymentMethod
 
-__all__ = ["OrderPlan", "CaptureEvent", "RefundEvent", "OrderDetail"]
+__all__ = ["OrderPlan", "CaptureEvent", "RefundEvent", "OrderDetail", "ExtraRow"]
 
 
 @dataclass(slots=True)
@@ -55,3 +55,19 @@ class OrderDetail:
     refunds: tuple  #: RefundEvent per refunded amount of the plan
     last_capture_ts: int  #: capture_date of the order's rows that are neither SALE, FEE nor RETURN
     dispute_reference: str  #: reversal_reference of its REVERSAL rows
+
+
+class ExtraRow(NamedTuple):
+    """A transaction row an event adds to a payout after its own rows (and a pending set's): a refund on an
+    old order, the fee of a gone order, a dispute's money. ``type`` and ``amount`` count in the payout's
+    totals like a row plan's; the row itself is ``transaction_row`` of the order's detail."""
+
+    type: str
+    detailed_type: str
+    amount: int
+    order_pos: int  #: position of the payout the order belongs to
+    order_index: int  #: the order's index in that payout
+    sub_index: int  #: capture index for FEE, 0 for RETURN (of ``refund``), -1 otherwise
+    refund: RefundEvent | None = None  #: RETURN: the refund the row settles
+    reversal_reference: str | None = None  #: a dispute's KRN: the row names it and the disputed capture
+    capture_index: int = 0  #: with ``reversal_reference``: the disputed capture

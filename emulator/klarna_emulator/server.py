@@ -8,6 +8,9 @@ Endpoints (Basic auth required; the names in brackets are those of the request l
 * ``GET /settlements/v1/payouts/{payment_reference}`` [payout]
 * ``GET /settlements/v1/transactions`` (payment_reference, order_id, size, offset) [transactions]
 * ``GET /ordermanagement/v1/orders/{order_id}`` [order]
+* ``GET /disputes/v2/disputes`` (limit, next_page, sort_by, merchant_id, order_id, investigation_status, reason,
+  merchant_references1, merchant_references2; repeatable) and ``GET /disputes/v2/disputes/{dispute_krn}``
+  [disputes]: also need the header ``x-klarna-basic-mid`` naming the merchant and ``disputes_enrolled``
 
 Admin endpoints (no auth, no faults, no rate limit, no rate-limit headers, not logged):
 ``GET /_emulator/health``, ``GET /_emulator/spec``, ``POST /_emulator/grow``,
@@ -42,6 +45,8 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from .dataset import Dataset
 from .dates import parse_datetime
+from .disputes import QueryError, parse_query
+from .events import STEP_KINDS
 from .faults import ENDPOINTS, FaultConfig, FaultController, RateLimitReading, retry_after_header
 from .tls import SelfSignedCertificate
 
@@ -61,8 +66,13 @@ _ROUTES = (
     ("payout", re.compile(r"^/settlements/v1/payouts/([^/]+)$")),
     ("transactions", re.compile(r"^/settlements/v1/transactions$")),
     ("order", re.compile(r"^/ordermanagement/v1/orders/([^/]+)$")),
+    ("disputes", re.compile(r"^/disputes/v2/disputes$")),
+    ("disputes", re.compile(r"^/disputes/v2/disputes/([^/]+)$")),
 )
-assert tuple(name for name, _ in _ROUTES) == ENDPOINTS  # the names endpoint_faults and the request log use
+#: the names endpoint_faults and the request log use
+assert tuple(dict.fromkeys(name for name, _ in _ROUTES)) == ENDPOINTS
+#: the header naming the merchant on every disputes request (Basic-auth merchants)
+MID_HEADER = "x-klarna-basic-mid"
 
 
 #: faults answered with a fixed ErrorResponse: fault -> (status, error_code, message)
@@ -80,6 +90,7 @@ _BAD_PARAMETER = {
     "payout": "payment_reference: must be a valid payment reference",
     "transactions": "payment_reference: must be a valid payment reference",
     "order": "order_id: must be a valid order id",
+    "disputes": "limit: must be an integer between 1 and 250",
 }
 #: faults that change the shape of a collection (other endpoints answer as usual)
 _COLLECTION_SHAPES = ("no_pagination", "null_items")
@@ -342,7 +353,8 @@ class KlarnaHandler(BaseHTTPRequestHandler):
 
         try:
             status, payload, extra = self._api(method, endpoint, match, path, pairs, query, cid,
-                                               collection_shape=fault if fault in _COLLECTION_SHAPES else None)
+                                               collection_shape=fault if fault in _COLLECTION_SHAPES else None,
+                                               config=config)
         except ApiError as e:
             status, payload, extra = e.status, error_body(e.code, e.message, cid), e.headers
         except Exception as e:  # pragma: no cover - a bug in the emulator must still answer
@@ -387,7 +399,7 @@ class KlarnaHandler(BaseHTTPRequestHandler):
             pass
 
     # ---------------------------------------------------------------- API
-    def _api(self, method, endpoint, match, path, pairs, query, cid, collection_shape=None):
+    def _api(self, method, endpoint, match, path, pairs, query, cid, collection_shape=None, config=None):
         state: EmulatorState = self.server.state
         if not state.check_auth(self.headers.get("Authorization")):
             raise ApiError(401, "UNAUTHORIZED", "Authentication failed: missing or invalid Basic credentials.",
@@ -429,7 +441,34 @@ class KlarnaHandler(BaseHTTPRequestHandler):
             if body is None:
                 raise ApiError(404, "NO_SUCH_ORDER", f"Order with id {order_id} was not found.")
             return 200, body, ()
+        if endpoint == "disputes":
+            self._check_disputes_access(state, config or state.faults.config)
+            if match.lastindex:
+                dispute_krn = unquote(match.group(1))
+                body = ds.dispute_json(dispute_krn)
+                if body is None:
+                    raise ApiError(404, "NOT_FOUND", f"Dispute not found: {dispute_krn}.")
+                return 200, body, ()
+            try:
+                dispute_query = parse_query(pairs)
+            except QueryError as e:
+                raise ApiError(400, "BAD_REQUEST", f"Invalid request, check query parameters: {e}") from None
+            rows, total, cursor = ds.disputes_page(dispute_query)
+            return 200, _disputes_collection(rows, total, dispute_query.limit, cursor, collection_shape), ()
         raise ApiError(404, "NOT_FOUND", f"No resource found at {path}.")  # pragma: no cover
+
+    def _check_disputes_access(self, state: EmulatorState, config: FaultConfig):
+        """The Disputes API's own checks after Basic auth: the merchant header, then the enrollment."""
+        mid = self.headers.get(MID_HEADER)
+        if mid is None or not mid.strip():
+            raise ApiError(403, "FORBIDDEN", f"User not authorized to access the resource: the {MID_HEADER} "
+                                             f"header is missing.")
+        if mid.strip() != state.dataset.spec.merchant_id:
+            raise ApiError(403, "FORBIDDEN", f"User not authorized to access the resource: {MID_HEADER} "
+                                             f"{mid.strip()!r} is not the merchant of these credentials.")
+        if not config.disputes_enrolled:
+            raise ApiError(403, "MERCHANT_NOT_ENROLLED", "User not authorized to access the resource: the merchant "
+                                                         "is not onboarded on the Disputes API.")
 
     def _collection(self, key: bytes, rows, total, offset, size, path, pairs, shape=None) -> bytes:
         """A PayoutCollection / TransactionCollection; ``shape`` ``no_pagination`` drops its pagination block,
@@ -477,19 +516,20 @@ class KlarnaHandler(BaseHTTPRequestHandler):
         route = (method, path.rstrip("/"))
         if route == ("GET", "/_emulator/health"):
             return 200, {"status": "ok", "pid": os.getpid(), "payouts": ds.payout_count,
-                         "transactions": ds.transaction_count(), "growth": ds.growth}
+                         "transactions": ds.transaction_count(), "growth": ds.growth,
+                         "disputes": ds.dispute_count}
         if route == ("GET", "/_emulator/spec"):
             spec = asdict(ds.spec)
             spec["currencies"] = list(spec["currencies"])
             return 200, {"spec": spec, "growth": ds.growth, "username": state.username}
         if route == ("POST", "/_emulator/grow"):
             data = json_body()
-            unknown = set(data) - {"new_payouts", "late_payouts"}
+            unknown = set(data) - set(STEP_KINDS)
             if unknown:
-                raise ValueError(f"unknown keys {sorted(unknown)}")
-            added = ds.grow(int(data.get("new_payouts", 0)), int(data.get("late_payouts", 0)))
+                raise ValueError(f"unknown keys {sorted(unknown)}; known: {', '.join(STEP_KINDS)}")
+            added = ds.grow(**{k: int(v) for k, v in data.items()})
             return 200, {"added": [p["payment_reference"] for p in added], "payouts": ds.payout_count,
-                         "growth": ds.growth}
+                         "growth": ds.growth, "events": ds.step_events()[-1]}
         if route == ("GET", "/_emulator/faults"):
             return 200, state.faults.config.to_dict()
         if route == ("POST", "/_emulator/faults"):
@@ -508,6 +548,18 @@ class KlarnaHandler(BaseHTTPRequestHandler):
         if route[1] in known:
             raise ApiError(405, "METHOD_NOT_ALLOWED", f"{method} not allowed on {path}")
         raise ApiError(404, "NOT_FOUND", f"unknown admin endpoint {path}")
+
+
+def _disputes_collection(rows, total, limit, cursor, shape=None) -> bytes:
+    """``{"disputes": [...], "pagination": {limit, count, total, next_page}}``; ``next_page`` (a one-string
+    list) only when more follow. ``shape``: the collection faults, as for the other collections."""
+    items = b"null" if shape == "null_items" else b"[" + b",".join(rows) + b"]"
+    if shape == "no_pagination":
+        return b'{"disputes":' + items + b"}"
+    pagination = {"limit": limit, "count": len(rows), "total": total}
+    if cursor is not None:
+        pagination["next_page"] = [cursor]
+    return b'{"disputes":' + items + b',"pagination":' + json.dumps(pagination, separators=(",", ":")).encode() + b"}"
 
 
 # ---------------------------------------------------------------- parameter parsing

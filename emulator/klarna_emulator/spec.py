@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from .dates import parse_datetime
 from .orders import MAX_ORDERS_PER_PAYOUT, PENDING_POS_BASE
 
-__all__ = ["DatasetSpec", "MAX_PAYOUTS"]
+__all__ = ["DatasetSpec", "MAX_PAYOUTS", "MAX_DISPUTES"]
 
 #: payout positions are 32 bits of an order id; the upper half is the pending transactions' (orders.py)
 MAX_PAYOUTS = PENDING_POS_BASE
+#: initial disputes (a dispute's number is 20 bits of its KRN, growth's included)
+MAX_DISPUTES = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,9 @@ class DatasetSpec:
     pending_transactions: int = 0
     #: how many of the oldest payouts (the first generated) serve settlement_amount 100 above their rows' sum
     unreconciled_payouts: int = 0
+    #: disputes (Disputes API v2) over orders of the initial payouts, in a mix of states; their money is in
+    #: the initial payouts (events.py, disputes.py)
+    disputes: int = 0
 
     def __post_init__(self):
         cur = self.currencies
@@ -54,6 +59,11 @@ class DatasetSpec:
             raise ValueError("pending_transactions must be in [0, 65535]")
         if not (0 <= int(self.unreconciled_payouts) <= int(self.payouts)):
             raise ValueError("unreconciled_payouts must be in [0, payouts]")
+        if not (0 <= int(self.disputes) < MAX_DISPUTES):
+            raise ValueError(f"disputes must be in [0, {MAX_DISPUTES - 1}]")
+        if int(self.disputes) and (int(self.transactions_per_payout) == 0
+                                   or int(self.empty_payouts) >= int(self.payouts)):
+            raise ValueError("disputes need an initial payout with transactions")
         parse_datetime(self.first_payout_date)  # validates
 
     def is_empty_payout(self, i: int) -> bool:
@@ -85,4 +95,5 @@ class DatasetSpec:
             "--empty-payouts", str(self.empty_payouts),
             "--pending-transactions", str(self.pending_transactions),
             "--unreconciled-payouts", str(self.unreconciled_payouts),
+            "--disputes", str(self.disputes),
         ]
