@@ -56,7 +56,10 @@ demo: install
 	$(BIN)/python demo/run_demo.py $(DEMO_ARGS)
 
 ## Every test: unit tests, then end-to-end tests against the emulator (the manifest-only form too).
+## The warehouse tests start PostgreSQL servers of their own: scripts/ensure_postgres.sh installs
+## Debian's postgresql package first where its server binaries are missing (as root; else says how).
 test: install manifest-only $(MANIFEST_ONLY_VENV)/.installed
+	scripts/ensure_postgres.sh
 	$(BIN)/pytest -q --durations=15
 
 ## The manifest-only form, build/manifest-only/{manifest.yaml,components.py,metadata.yaml}: the root's

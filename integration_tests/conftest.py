@@ -8,6 +8,7 @@ from typing import Iterator
 import pytest
 
 from connector_runner import FORMS, assert_manifest_only_form_ready, use_connector_files
+from postgres_server import postgres  # noqa: F401  (session fixture: a real PostgreSQL server, postgres_server.py)
 from klarna_emulator import DatasetSpec, KlarnaEmulator
 
 # A distinctive password: every end-to-end test can assert it leaks into no output.
