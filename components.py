@@ -3,21 +3,26 @@
 This one file is what Airbyte's manifest-only runtime and the Connector Builder load beside the manifest (as
 `source_declarative_manifest.components`), and what the `source-klarna` package runs: it imports only the standard
 library and the CDK (and what it brings: requests, orjson), uses their public APIs only, and has no `from __future__
-import annotations` (the runtime exec()s its text).
+import annotations` (the runtime exec()s its text). Its sections, in order:
 
-Answers and pages: `parsed_body`, `KlarnaItemsExtractor`, `KlarnaOffsetPagination`. Errors: `KlarnaErrorHandler`.
-Requests: `PacedBasicHttpAuthenticator` (Basic auth paced by `RateLimitPacer`, the token masked, config mistakes and a
-failing first request in one sentence). Transactions: `TransactionKeyAndPayout`, `UnreadPayoutsPartitionRouter`.
-Payouts: `EachKeyOncePerSync`. Orders, captures and refunds: `OrderItemsRetriever` over the sync's `OrderFetcher`.
-States: `UsableState`, `NestedParentStateMigration`. Personal data: `RemoveFieldsUnlessConfigured`. What the streams
-of one sync share is kept per sync (`PerSync`)."""
+1. Per sync: `PerSync`, what the streams of one sync share (the pacer, the probe, the failures, the orders).
+2. Answers and pages: `parsed_body`, `answer_problem`, `KlarnaItemsExtractor`, `KlarnaOffsetPagination`.
+3. Errors: `SyncFailures` and `KlarnaFailure` (a failing API is asked no more; one error per cause),
+   `KlarnaErrorHandler`.
+4. Rate limit: `RateLimitPacer`.
+5. Config and auth: `config_problem`, `StartDateCheck`, `PacedBasicHttpAuthenticator` (Basic auth paced, the token
+   masked, what a user can fix found by one probe request before any stream reads, the disputes' merchant id).
+6. Settlements: `TransactionKeyAndPayout`, `UnreadPayoutsPartitionRouter`, `EachKeyOncePerSync`.
+7. Orders, captures and refunds: `OrderItemsRetriever` over the sync's `OrderFetcher`, read once by `OneReadPerSync`.
+8. States: `UsableState`, `NestedParentStateMigration`.
+9. Personal data: `RemoveFieldsUnlessConfigured`."""
 
-import datetime as dt
 import hashlib
 import itertools
 import json
 import logging
 import queue
+import re
 import socket
 import ssl
 import sys
@@ -36,7 +41,7 @@ import orjson
 import requests
 import requests.adapters
 
-from airbyte_cdk.models import FailureType
+from airbyte_cdk.models import AirbyteLogMessage, AirbyteMessage, FailureType, Level, Type
 from airbyte_cdk.sources.declarative.auth.token import BasicHttpAuthenticator
 from airbyte_cdk.sources.declarative.extractors.record_extractor import RecordExtractor
 from airbyte_cdk.sources.declarative.extractors.record_filter import RecordFilter
@@ -54,18 +59,16 @@ from airbyte_cdk.sources.types import Config, StreamSlice, StreamState
 from airbyte_cdk.utils.airbyte_secrets_utils import add_to_secrets
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
-# How long a thread may hold the GIL before CPython makes it hand over (default 5 ms). The CDK's workers are CPU-bound
-# between requests (decoding pages, building records): at 5 ms eight workers on two cores spent more time handing the
-# GIL around than working (a 100k-row read took twice the CPU at concurrency 8 as at 1). At 50 ms the handovers left
-# are those of threads waiting on the network, so I/O concurrency is untouched (bench/). Set on import: every runtime.
-sys.setswitchinterval(0.05)
+LOGGER = logging.getLogger("airbyte.source_klarna")
+
+# ---------------------------------------------------------------------------------------------------- 1. Per sync
 
 PerSyncObject = TypeVar("PerSyncObject")
 
 
 class PerSync(Generic[PerSyncObject]):
-    """One object per sync, for what every stream of a sync shares (the rate-limit pacer, what failed, the order
-    store), made by `factory` (or the `make` of the first caller) on first use.
+    """One object per sync, for what every stream of a sync shares, made by `factory` (or the `make` of the first
+    caller) on first use.
 
     Components hold no reference to their source, but every component of one sync is built with the source's one
     config object, so its identity names the sync. An entry holds its config, so the id() it is keyed by cannot be
@@ -88,6 +91,20 @@ class PerSync(Generic[PerSyncObject]):
                     getattr(dropped, "close", lambda: None)()
             return entry[1]
 
+
+def parse_datetime(value: Any, layouts: Sequence[str]) -> Optional[datetime]:
+    """`value` as an aware UTC datetime in the first of `layouts` (strptime) it fits, or None. The one date parser of
+    this file: each caller passes the layouts the manifest gives the value (the cursor's, the spec's start_date)."""
+    for layout in layouts:
+        try:
+            moment = datetime.strptime(str(value), layout)
+        except ValueError:
+            continue
+        return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+    return None
+
+
+# -------------------------------------------------------------------------------------------- 2. Answers and pages
 
 _UNPARSABLE = object()
 _BODIES: "weakref.WeakKeyDictionary[requests.Response, Any]" = weakref.WeakKeyDictionary()
@@ -116,7 +133,8 @@ EXPECTED_ANSWERS = {"page": "a page of {items}", "list": "a list of payout summa
 
 
 def _requested_page_size(response: requests.Response) -> Optional[int]:
-    size = parse_qs(urlsplit(str(getattr(response.request, "url", "") or response.url or "")).query).get("size", [""])[0]
+    query = parse_qs(urlsplit(str(getattr(response.request, "url", "") or response.url or "")).query)
+    size = (query.get("size") or query.get("limit") or [""])[0]
     return int(size) if size.isdigit() else None
 
 
@@ -172,23 +190,15 @@ class KlarnaItemsExtractor(RecordExtractor):
             yield from items
 
 
-def _rows_on_page(body: Any, default: int) -> int:
-    """The length of the page's list of rows (its one list-valued field besides `pagination`)."""
-    if isinstance(body, dict):
-        lists = [value for name, value in body.items() if name != "pagination" and isinstance(value, list)]
-        if len(lists) == 1:
-            return len(lists[0])
-    return default
-
-
 @dataclass
 class KlarnaOffsetPagination(PaginationStrategy):
-    """Offset pages that stop on Klarna's own numbers.
+    """Offset pages that stop on Klarna's own numbers: the next offset is the one asked for plus the page's `count`
+    (never Klarna's optional `offset` echo), and the last page is where offset + count reaches `total` (optional too:
+    without it, a short page), or an empty one.
 
-    The next offset is the offset this connector asked for plus the page's `count`, never Klarna's echo of it:
-    `pagination.offset` is optional in Klarna's schema, and an answer without it would otherwise ask for the same page
-    forever. The last page is the one where offset + count reaches `total`, or an empty one; without a `total` (also
-    optional), a short page."""
+    The CDK's OffsetIncrement stops only on a page shorter than the page size: it asks once more (for an empty page)
+    whenever a list's length is a multiple of 500, and it never checks Klarna's `total`, so a page that comes back
+    short of what `total` promises (a proxy cutting a list) would end the stream silently."""
 
     config: Config
     parameters: InitVar[Mapping[str, Any]]
@@ -205,9 +215,8 @@ class KlarnaOffsetPagination(PaginationStrategy):
         pagination = body.get("pagination") if isinstance(body, dict) else None
         pagination = pagination if isinstance(pagination, dict) else {}
         count = pagination.get("count")
-        # Without Klarna's count, the rows on the page (`last_page_size` counts what the record filter let through).
-        count = count if isinstance(count, int) and not isinstance(count, bool) else _rows_on_page(body, last_page_size)
-        if count <= 0:
+        # Without Klarna's count the page is the last: the error handler lets only a short page without one through.
+        if not isinstance(count, int) or isinstance(count, bool) or count <= 0:
             return None
         next_offset = int(last_page_token_value or 0) + count
         total = pagination.get("total")
@@ -217,6 +226,119 @@ class KlarnaOffsetPagination(PaginationStrategy):
 
     def get_page_size(self) -> Optional[int]:
         return self.page_size
+
+
+# ------------------------------------------------------------------------------------------------------ 3. Errors
+
+def klarna_api(url: str) -> str:
+    """The Klarna endpoint a URL names, e.g. /settlements/v1/transactions or /ordermanagement/v1/orders: what a failure
+    stops (see SyncFailures) and how it is named."""
+    found = re.search(r"/(settlements|ordermanagement|disputes)/v\d+/[a-z_]+(/summary)?", urlsplit(url).path)
+    return found.group(0) if found else urlsplit(url).path or url
+
+
+class KlarnaFailure(AirbyteTracedException):
+    """A request Klarna answered for good with a failure, or one not sent because its API is down; reported once per
+    cause (the API and what failed).
+
+    The CDK's concurrent reader turns every exception of every partition into an error trace, and its closing
+    summary repeats each exception's repr: one outage of an API read in 199 partitions gave 199 traces, each with
+    the CDK's HttpClient text (the request and every response header). So the first exception of a cause in a sync
+    renders as the error trace, the others as a warning naming their stream, and the repr is the sentence. The
+    partitions still fail: their state is not committed, so the next sync reads what they did not."""
+
+    def __init__(self, message: str, failure_type: FailureType, cause: Tuple[str, str], failures: "SyncFailures") -> None:
+        super().__init__(internal_message=message, message=message, failure_type=failure_type)
+        self.cause, self._failures = cause, failures
+
+    def as_airbyte_message(self, stream_descriptor: Any = None) -> AirbyteMessage:
+        if self._failures.first_report(self.cause):
+            return super().as_airbyte_message(stream_descriptor=stream_descriptor)
+        stream = getattr(stream_descriptor, "name", None) or "of this sync"
+        text = f"Stream {stream} stopped too, for the reason already reported: {self.message}"
+        return AirbyteMessage(type=Type.LOG, log=AirbyteLogMessage(level=Level.WARN, message=text))
+
+    def __repr__(self) -> str:
+        return str(self.message)
+
+
+class SyncFailures:
+    """What failed in one sync: each request's attempts, each API's last answer that was not a failure, the APIs
+    the sync stopped asking, the causes already reported.
+
+    An API is down when one request went through all its retries, or failed for good, with no request to that API
+    answered meanwhile (since that request was first sent): from then on the authenticator sends it nothing (a
+    KlarnaFailure of the same cause), instead of every partition retrying in full on the merchant's shared rate limit
+    (an Order Management outage used to keep a sync asking for hours). A failing request among answered ones is only
+    itself: it gets all its retries. The CDK's HttpClient offers neither: its retries are per request, and its
+    `max_time` per request too."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._attempts: "weakref.WeakKeyDictionary[Any, List[float]]" = weakref.WeakKeyDictionary()  # request -> [failed, first sent]
+        self._answered: Dict[str, float] = {}  # api -> monotonic time of its last answer that was not a failure
+        self._down: Dict[str, KlarnaFailure] = {}
+        self._reported: Set[Any] = set()
+
+    def sent(self, request: Any) -> None:
+        """`request` goes out (its first attempt, or a retry)."""
+        with self._lock:
+            self._attempts.setdefault(request, [0, time.monotonic()])
+
+    def tracked(self, request: Any, url: str) -> Any:
+        """The request an answer belongs to, as sent: `request` itself (requests' adapters hand back the one sent), else
+        the one in flight to `url` (an adapter may wrap it, as requests-mock does); None for neither (a body cut short
+        carries no request: its retries are the CDK's, each partition reporting its own)."""
+        with self._lock:
+            if request is not None and request in self._attempts:
+                return request
+            return next((sent for sent in list(self._attempts.keys()) if str(sent.url) == url), None) if url else None
+
+    def attempt(self, request: Any) -> int:
+        """The number of the answer being judged for a tracked `request` (1 for its first; 1 for None)."""
+        with self._lock:
+            return int(self._attempts[request][0]) + 1 if request is not None and request in self._attempts else 1
+
+    def answered(self, api: str, request: Any) -> None:
+        with self._lock:
+            self._answered[api] = time.monotonic()
+            if request is not None:
+                self._attempts.pop(request, None)
+
+    def failed(self, request: Any) -> None:
+        with self._lock:
+            if request is not None and request in self._attempts:
+                self._attempts[request][0] += 1
+
+    def give_up(self, api: str, request: Any, message: str, failure_type: FailureType, kind: str) -> KlarnaFailure:
+        """The failure to raise for `request`; the API is down from now on when nothing of it was answered since the
+        request was first sent."""
+        with self._lock:
+            since = self._attempts.pop(request, [0, time.monotonic()])[1] if request is not None else time.monotonic()
+            if api in self._down:
+                return KlarnaFailure(str(self._down[api].message), self._down[api].failure_type, self._down[api].cause, self)
+            if self._answered.get(api, float("-inf")) < since:
+                message = (f"{message} Klarna's {api} endpoint answered nothing else for {time.monotonic() - since:.0f} s, so this sync "
+                           "stopped asking it: what was read before is saved with its state, and the next sync goes on from there.")
+                self._down[api] = KlarnaFailure(message, failure_type, (api, kind), self)
+                return self._down[api]
+            return KlarnaFailure(message, failure_type, (api, kind), self)
+
+    def stop_if_down(self, api: str) -> None:
+        """Raises (the cause that stopped it) when this sync stopped asking `api`."""
+        with self._lock:
+            down = self._down.get(api)
+        if down is not None:
+            raise KlarnaFailure(str(down.message), down.failure_type, down.cause, self)
+
+    def first_report(self, cause: Any) -> bool:
+        with self._lock:
+            first = cause not in self._reported
+            self._reported.add(cause)
+            return first
+
+
+FAILURES: "PerSync[SyncFailures]" = PerSync(SyncFailures)
 
 
 def _paging_refused(response: requests.Response) -> Optional[str]:
@@ -281,10 +403,11 @@ def foreign_page_message(response: requests.Response, url: str, what: str, times
 @dataclass
 class KlarnaErrorHandler(DefaultErrorHandler):
     """The manifest's DefaultErrorHandler (its filters, retries and backoff), plus what a filter can only judge slowly
-    (a Jinja predicate parsing every page again) or not at all:
+    (a Jinja predicate parsing every page again) or not at all, and an end to a request that fails for good in the
+    connector's own words:
 
     - A 2xx that is not what the endpoint answers (`expect`: a page of `parameters.items_field`, the summaries' list,
-      or an order; see `answer_problem`) is retried, and fails naming the URL on its third time in a row for that URL:
+      or an order; see `answer_problem`) is retried, and fails naming the URL on the request's third answer in a row:
       stopping there would be a silent partial sync, and waiting through six backoffs for an answer that will not
       change (an HTML page from a proxy or captive portal) only delays the error. Not JSON at all is a config error
       (something other than Klarna answers); JSON of the wrong shape a system error to report.
@@ -292,7 +415,12 @@ class KlarnaErrorHandler(DefaultErrorHandler):
       config error "check start_date" other 400s get.
     - A host that does not resolve and a TLS certificate this machine refuses fail at once, as config errors naming
       the host and the fix, instead of being retried like a reset connection; a reset, a cut body or a timeout keeps
-      the retries, worded with the URL (the CDK's names only the exception)."""
+      the retries, worded with the URL (the CDK's names only the exception).
+    - A request that fails for good (a FAIL, or a failure on its last retry) raises a KlarnaFailure with the
+      filter's sentence, which may stop its API for the rest of the sync (SyncFailures). Handed back as a FAIL, the
+      CDK's HttpClient would log the response's headers and put them into the exception; at its last retry, it
+      would raise "Exhausted available request attempts" with the request in its text.
+    - An IGNORE outside Order Management (a Disputes API a merchant is not enrolled in) warns once per sync."""
 
     expect: str = "page"
     items_field: Optional[str] = None
@@ -302,10 +430,29 @@ class KlarnaErrorHandler(DefaultErrorHandler):
     def __post_init__(self, parameters: Mapping[str, Any]) -> None:
         super().__post_init__(parameters or {})
         self._items_field = self.items_field or (parameters or {}).get("items_field")
-        self._foreign: Dict[str, int] = {}  # URL -> non-Klarna answers in a row
-        self._lock = threading.Lock()
 
     def interpret_response(self, response_or_exception: Optional[Union[requests.Response, Exception]]) -> ErrorResolution:
+        failures = FAILURES.of(self.config)
+        sent = getattr(response_or_exception, "request", None)
+        url = str(getattr(sent, "url", None) or getattr(response_or_exception, "url", None) or "")
+        api = klarna_api(url) if url else klarna_api(self._served_path())
+        request = failures.tracked(sent, url)
+        attempt = failures.attempt(request)
+        resolution = self._resolution(response_or_exception, attempt)
+        action = resolution.response_action
+        if action in (ResponseAction.SUCCESS, ResponseAction.IGNORE):
+            failures.answered(api, request)
+            if action == ResponseAction.IGNORE and self.expect != "order" and failures.first_report((api, "ignored")):
+                LOGGER.warning(resolution.error_message)
+            return resolution
+        failures.failed(request)
+        if action == ResponseAction.FAIL or (request is not None and attempt > int(self.max_retries or 0)):
+            kind = str(getattr(response_or_exception, "status_code", None) or type(response_or_exception).__name__)
+            message = resolution.error_message or f"Klarna did not answer {url.split('?', 1)[0]} properly through every retry."
+            raise failures.give_up(api, request, message, resolution.failure_type or FailureType.system_error, kind)
+        return resolution
+
+    def _resolution(self, response_or_exception: Any, attempt: int) -> ErrorResolution:
         if isinstance(response_or_exception, requests.RequestException):
             return self._transport_failure(response_or_exception)
         if isinstance(response_or_exception, requests.Response):
@@ -313,12 +460,8 @@ class KlarnaErrorHandler(DefaultErrorHandler):
             url = str(response.url or "").split("?", 1)[0]
             if 200 <= response.status_code < 300:
                 problem = answer_problem(parsed_body(response), self.expect, self._items_field, _requested_page_size(response))
-                with self._lock:  # counted per URL: the CDK retries a request with the same URL
-                    times = self._foreign.pop(str(response.url), 0) + 1
-                    if problem:
-                        self._foreign[str(response.url)] = times
                 if problem:
-                    return self._foreign_answer(response, url, problem, times)
+                    return self._foreign_answer(response, url, problem, attempt)
             reasons = _paging_refused(response)
             if reasons:
                 return ErrorResolution(ResponseAction.FAIL, FailureType.system_error,
@@ -336,11 +479,14 @@ class KlarnaErrorHandler(DefaultErrorHandler):
         action = ResponseAction.RETRY if times < self.FOREIGN_ANSWERS_BEFORE_FAILING else ResponseAction.FAIL
         return ErrorResolution(action, FailureType.config_error if page else FailureType.system_error, message)
 
+    def _served_path(self) -> str:
+        """The endpoint this handler serves, for a failure that carries no request (a body cut short)."""
+        return {"page": f"/settlements/v1/{self._items_field}", "list": "/settlements/v1/payouts/summary"}.get(
+            self.expect, "/ordermanagement/v1/orders/{order_id}")
+
     def _transport_failure(self, exception: requests.RequestException) -> ErrorResolution:
-        # A body cut short fails before requests attaches the request: then the endpoint this handler serves is named.
         full_url = str(getattr(getattr(exception, "request", None), "url", "") or "")
-        served = {"page": f"/settlements/v1/{self._items_field}", "list": "/settlements/v1/payouts/summary"}
-        url = full_url.split("?", 1)[0] or served.get(self.expect, "/ordermanagement/v1/orders/{order_id}")
+        url = full_url.split("?", 1)[0] or self._served_path()
         deterministic = deterministic_transport_failure(exception, url, self.config) if full_url else None
         if deterministic:
             return ErrorResolution(ResponseAction.FAIL, FailureType.config_error, deterministic)
@@ -349,6 +495,8 @@ class KlarnaErrorHandler(DefaultErrorHandler):
                                f"Klarna did not answer {url} ({type(exception).__name__}: {exception}) through every retry. "
                                "Check the network path to Klarna (proxy, firewall) and retry the sync later.")
 
+
+# -------------------------------------------------------------------------------------------------- 4. Rate limit
 
 RATE_LIMIT_HEADER, REMAINING_HEADER, RESET_HEADER = "X-Ratelimit-Limit", "X-Ratelimit-Remaining", "X-Ratelimit-Reset"
 
@@ -387,12 +535,18 @@ class RateLimitPacer:
     reserve: its cap with no other traffic (L x (1 - reserve), or max_requests_per_second if lower), else what the
     others leave. An answer more than one request below T cuts the rate by a third at once (a step or burst of the
     others' traffic does not wait for the period's end); one at T/2 or less, or a 429, holds every request until the
-    limit resets (Retry-After, else X-Ratelimit-Reset). It starts at a twentieth of L (never bursting into an unknown
-    share), keeps a floor of 1 % of L so a sync moves when the others leave nothing, and runs at its cap when answers
-    carry no headers (a proxy that drops them). Requests are spaced 1/rate apart, never in bursts. Thread safe: one
-    pacer serves every stream of a sync."""
+    limit resets (Retry-After, else X-Ratelimit-Reset). It starts from the first answer with R (the probe's, before
+    any stream reads; before it, a twentieth of L): a fifth of what R leaves above T, since a fixed window's first
+    answer cannot show the others' share yet, then the first period adds all that it left unused above T (later ones
+    half). A floor of 1 % of L keeps a sync moving when the others leave nothing; answers without the headers (a proxy
+    that drops them) run it at its cap.
+    Requests are spaced 1/rate apart, never in bursts. Thread safe: one pacer serves every stream of a sync.
 
-    SLOW_START_SHARE, FLOOR_SHARE, GAIN, CUT, NAP = 0.05, 0.01, 0.5, 2 / 3, 0.25
+    Why not the manifest's `api_budget` (HTTPAPIBudget): it reads `ratelimit_remaining_header`, but takes the reset
+    header for an epoch (Klarna's is seconds to the reset), its FixedWindow can only lower its count and its
+    MovingWindow acts only at 0 remaining, and it keeps no reserve for the merchant's checkout."""
+
+    SLOW_START_SHARE, FIRST_SHARE, FIRST_GAIN, FLOOR_SHARE, GAIN, CUT, NAP = 0.05, 0.2, 1.0, 0.01, 0.5, 2 / 3, 0.25
 
     def __init__(self, assumed_limit: float, reserve: float, cap: Optional[float] = None,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
@@ -409,6 +563,7 @@ class RateLimitPacer:
         self._lowest: Optional[float] = None  # the lowest Remaining of the current period
         self._cut_in_period = False
         self._seen_headers = False
+        self._periods = 0
         self._generation = 0  # turns handed out before the rate changed are of an older generation
         self._rate = min(self.cap, self._limit * self.SLOW_START_SHARE / self._window)  # requests per second
 
@@ -425,7 +580,7 @@ class RateLimitPacer:
     def wait_turn(self) -> None:
         """Blocks until this request may go out. A turn handed out before the rate changed (a hold, a cut, a rise) is
         asked for again: the threads already waiting for theirs would otherwise go out at the old pace. Waits in
-        naps of at most NAP seconds to notice (at a twentieth of 200/s, 12 threads queue 1.2 s of turns)."""
+        naps of at most NAP seconds to notice."""
         while True:
             with self._lock:
                 now = self._clock()
@@ -452,16 +607,16 @@ class RateLimitPacer:
             now = self._clock()
             if (limit and limit > 0 and limit != self._limit) or (window and window != self._window):
                 self._limit, self._window = (limit if limit and limit > 0 else self._limit), (window or self._window)
-                if not self._seen_headers:  # still starting: slowly, in the limit Klarna says
-                    self._set_rate(now, self._limit * self.SLOW_START_SHARE / self._window)
             until_reset = max(reset if reset is not None else self._window, 0.0)
             if response.status_code == 429:
                 self._hold(now, now + (max(retry_after, 0.0) if retry_after is not None else until_reset))
             if remaining is None:
                 self._set_rate(now, min(self._rate, self.cap) if self._seen_headers else self.cap)
                 return
-            self._seen_headers = True
             target = self._limit * self._reserve
+            if not self._seen_headers:  # the first answer that says what is left: start there
+                self._seen_headers = True
+                self._set_rate(now, self.FIRST_SHARE * (remaining - target) / self._window)
             if remaining <= target / 2:
                 self._hold(now, now + until_reset)
             # One request of slack: a window boundary between two turns spaced at the cap lets one more in.
@@ -472,8 +627,10 @@ class RateLimitPacer:
             if self._period_start is None:
                 self._period_start = now
             elif now - self._period_start >= self._window:
-                self._set_rate(now, self._rate + self.GAIN * (self._lowest - target) / self._window)
+                gain = self.FIRST_GAIN if self._periods == 0 else self.GAIN
+                self._set_rate(now, self._rate + gain * (self._lowest - target) / self._window)
                 self._period_start, self._lowest, self._cut_in_period = now, None, False
+                self._periods += 1
 
     def _set_rate(self, now: float, rate: float) -> None:
         rate = min(self.cap, max(rate, max(1.0, self._limit * self.FLOOR_SHARE) / self._window))
@@ -495,63 +652,38 @@ class RateLimitPacer:
 
 RATE_LIMIT_PACERS: PerSync[RateLimitPacer] = PerSync()
 
-REGIONS, PLATFORMS, LOCAL_HOSTS = ("eu", "na", "oc"), ("klarna", "kustom"), ("localhost", "127.0.0.1")
+# How long a thread may hold the GIL before CPython makes it hand over (CPython's default: 5 ms). The CDK's reader
+# threads are CPU-bound between requests (decoding pages, building records): at 5 ms they spend half the CPU handing
+# the GIL around (100,000 transactions at concurrency 12: 25.5 s of CPU, against 13.2 s at 50 ms; bench/). The
+# interval is the process's, so it is set when a sync's authenticator is built, not on import (PyAirbyte's
+# in-process manifest source, the Connector Builder's resolve), and only ever lengthened.
+SWITCH_INTERVAL = 0.05
+
+# ---------------------------------------------------------------------------------------------- 5. Config and auth
+
+LOCAL_HOSTS = ("localhost", "127.0.0.1")
 # Kustom's API keys say which environment they are for: kco_live_api_... or kco_test_api_... .
 KUSTOM_KEY_PREFIX, KUSTOM_LIVE_KEY, KUSTOM_TEST_KEY = "kco_", "kco_live_", "kco_test_"
+START_DATE_LAYOUTS = ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d")  # the spec's start_date: YYYY-MM-DDTHH:mm:ssZ or YYYY-MM-DD
 
 
-def _parsed(value: Any, layouts: Sequence[str]) -> Optional[datetime]:
-    """`value` as a UTC datetime in the first of `layouts` it fits, or None."""
-    for layout in layouts:
-        try:
-            return datetime.strptime(str(value), layout).replace(tzinfo=timezone.utc)
-        except ValueError:
-            continue
-    return None
+def config_problem(config: Mapping[str, Any], now: Optional[datetime] = None) -> Optional[str]:
+    """The first problem with `config` that its spec cannot state, as a sentence, or None.
+
+    What the spec says (required fields, types, enums, ranges) the CDK checks against the spec before any component
+    runs, in both forms (`check_config_against_spec_or_exit`: "Config validation error: ..."); these are the rest:
+    the start_date (see StartDateCheck), Kustom's rules, and a base_url_override that would send the password
+    unencrypted or is not a URL."""
+    return _platform_problem(config) or start_date_problem(config.get("start_date"), now) or _override_problem(config.get("base_url_override"))
 
 
-def config_problem(config: Mapping[str, Any], now: Optional[dt.datetime] = None) -> Optional[str]:
-    """The first problem with `config`, as a sentence, or None."""
-    now = now or dt.datetime.now(dt.timezone.utc)
-    for name in ("username", "password"):
-        if not isinstance(config.get(name), str) or not config.get(name):
-            return f"The {name} is missing: copy the API {name} from the Klarna Merchant Portal (Settings > Klarna API keys)."
-    region = config.get("region") or "eu"
-    if region not in REGIONS:
-        return f"The region {region!r} is unknown: use one of eu, na or oc (the region of your Klarna merchant account)."
-    for name in ("playground", "include_personal_data"):
-        if name in config and not isinstance(config[name], bool):
-            return f"{name} must be true or false."
-    problem = _platform_problem(config, region)
-    if problem:
-        return problem
-    problem = start_date_problem(config.get("start_date"), now)
-    if problem:
-        return problem
-    limits = (("lookback_window_days", 0, 90), ("concurrency", 1, 30), ("max_requests_per_second", 1, 200),
-              ("rate_limit_reserve_percent", 0, 90))
-    for name, low, high in limits:
-        value = config.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high):
-            return f"{name} must be a whole number from {low} to {high}; it is {value!r}."
-    override = config.get("base_url_override")
-    if override:
-        parsed_url = urlparse(str(override))
-        if parsed_url.scheme == "http" and parsed_url.hostname not in LOCAL_HOSTS:
-            return (f"base_url_override {override!r} uses plain http, which would send the Klarna password unencrypted: "
-                    "use an https:// URL (plain http is only accepted for localhost and 127.0.0.1).")
-        if parsed_url.scheme not in ("http", "https") or not parsed_url.hostname:
-            return f"base_url_override {override!r} is not a URL: write it as https://host[:port], or leave it empty to use Klarna's host for the region."
-    return None
-
-
-def start_date_problem(start_date: Any, now: Optional[dt.datetime] = None) -> Optional[str]:
+def start_date_problem(start_date: Any, now: Optional[datetime] = None) -> Optional[str]:
     if not start_date:
         return None
-    parsed = _parsed(start_date, ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d"))
+    parsed = parse_datetime(start_date, START_DATE_LAYOUTS)
     if parsed is None:
         return f"The start_date {start_date!r} is not a UTC date-time: write it as YYYY-MM-DDTHH:MM:SSZ, for example 2024-01-01T00:00:00Z."
-    if parsed > (now or dt.datetime.now(dt.timezone.utc)):
+    if parsed > (now or datetime.now(timezone.utc)):
         return f"The start_date {start_date} lies in the future: set it to today or earlier, or leave it empty to sync the whole history."
     return None
 
@@ -571,17 +703,12 @@ class StartDateCheck(ValidationStrategy):
             raise AirbyteTracedException(message=problem, internal_message=problem, failure_type=FailureType.config_error)
 
 
-def _platform_problem(config: Mapping[str, Any], region: str) -> Optional[str]:
-    """Platform mistakes: an unknown platform, a Klarna region with Kustom, and a Kustom API key used with the wrong
-    platform or environment (only the key's public prefix is ever quoted)."""
-    platform = config.get("platform") or "klarna"
-    if platform not in PLATFORMS:
-        return f"The platform {platform!r} is unknown: use klarna, or kustom if your API credentials come from the Kustom Portal."
-    password = str(config.get("password") or "")
-    if platform == "klarna":
-        if password.startswith(KUSTOM_KEY_PREFIX):
-            return "The password is a Kustom API key (it starts with kco_): set platform to kustom."
-        return None
+def _platform_problem(config: Mapping[str, Any]) -> Optional[str]:
+    """Platform mistakes: a Klarna region with Kustom, and a Kustom API key used with the wrong platform or
+    environment (only the key's public prefix is ever quoted)."""
+    password, region = str(config.get("password") or ""), config.get("region") or "eu"
+    if (config.get("platform") or "klarna") == "klarna":
+        return "The password is a Kustom API key (it starts with kco_): set platform to kustom." if password.startswith(KUSTOM_KEY_PREFIX) else None
     if region != "eu":
         return (f"region {region!r} applies to Klarna only: Kustom serves every merchant from api.kustom.co, "
                 "so remove region (or set it to eu) when platform is kustom.")
@@ -593,41 +720,59 @@ def _platform_problem(config: Mapping[str, Any], region: str) -> Optional[str]:
     return None
 
 
+def _override_problem(override: Any) -> Optional[str]:
+    if not override:
+        return None
+    parsed_url = urlparse(str(override))
+    if parsed_url.scheme == "http" and parsed_url.hostname not in LOCAL_HOSTS:
+        return (f"base_url_override {override!r} uses plain http, which would send the Klarna password unencrypted: "
+                "use an https:// URL (plain http is only accepted for localhost and 127.0.0.1).")
+    if parsed_url.scheme not in ("http", "https") or not parsed_url.hostname:
+        return f"base_url_override {override!r} is not a URL: write it as https://host[:port], or leave it empty to use Klarna's host for the region."
+    return None
+
+
 @dataclass
 class PacedBasicHttpAuthenticator(BasicHttpAuthenticator):
-    """The manifest's HTTP Basic auth, with every request paced to the merchant's rate limit (`RateLimitPacer`), the
-    Basic token registered as a secret, and what a user can fix reported in one sentence before any stream reads.
+    """The manifest's HTTP Basic auth, with every request paced to the merchant's rate limit (`RateLimitPacer`), not
+    sent to an API this sync stopped asking (`SyncFailures`), the Basic token registered as a secret, the Disputes
+    API's merchant-id header where asked, and what a user can fix reported in one sentence before any stream reads.
 
     Why the authenticator: it is the one component the CDK's HTTP client consults before every attempt (retries
     included) and tells about every answer (`update_from_response`, the CDK's ResponseAwareAuthenticator protocol),
-    and the one every stream builds with the sync's config before its first request. The manifest's `api_budget` can
-    only cap a rate; it cannot read Klarna's X-Ratelimit-Remaining. The CDK masks the password in its output, not
-    base64(username:password), which a debug log of the request headers shows: registering the token masks it on every
-    runtime.
+    and the one every stream builds with the sync's config before its first request. The CDK masks the password in its
+    output, not base64(username:password), which a debug log of the request headers shows: registering the token
+    masks it on every runtime.
 
     What a user can fix fails the sync once, before any stream: a config mistake (`config_problem`), and what one
-    request shows will fail every request (`probe`: rejected credentials, a host that is not Klarna's API, does not
-    resolve or whose certificate is refused, an HTML page instead of JSON). Met by every partition instead, each would
-    report it again (14 errors for a wrong password on the stock runtime). The manifest's spec validations cannot do
-    this: the CDK hands them one value at a time."""
+    request shows will fail every request (`probe`: rejected credentials, a 400, a host that is not Klarna's API, does
+    not resolve or whose certificate is refused, an HTML page instead of JSON, a merchant_id that is not the
+    credentials' merchant). Met by every partition instead, each would report it again (14 errors for a wrong
+    password on the stock runtime). The manifest's spec validations cannot do this: the CDK hands them one value at a
+    time."""
 
     assumed_limit: Union[InterpolatedString, str, int] = 200
     reserve_percent: Union[InterpolatedString, str, int] = 20
     max_requests_per_second: Union[InterpolatedString, str, int, None] = None
     probe_url_base: Optional[str] = None
+    probe_timeout: Union[List[float], Tuple[float, float]] = (30, 120)
     rejected_message: str = ""
+    bad_request_message: str = ""
     not_found_message: str = ""
+    merchant_id_header: Optional[str] = None
 
     def __post_init__(self, parameters: Mapping[str, Any]) -> None:
         super().__post_init__(parameters)
         self._parameters = parameters or {}
         limit, reserve, cap = (self._number(value) for value in (self.assumed_limit, self.reserve_percent, self.max_requests_per_second))
+        sys.setswitchinterval(max(sys.getswitchinterval(), SWITCH_INTERVAL))
         self._pacer = RATE_LIMIT_PACERS.of(self.config, lambda: RateLimitPacer(
             assumed_limit=limit or 200, reserve=(20 if reserve is None else reserve) / 100, cap=cap))
+        self._failures = FAILURES.of(self.config)
         # The username and password do not change within a sync: the CDK's BasicHttpAuthenticator
         # renders both through Jinja twice per request (about 5 % of an order's CPU); once is enough.
         self._token, self._token_registered = super().token, False
-        problem = PROBES.of(self.config, self._first_problem) if self.config else None
+        problem, self._merchant_id = PROBES.of(self.config, self._first_problem) if self.config else (None, None)
         if problem:
             raise AirbyteTracedException(message=problem, internal_message=problem, failure_type=FailureType.config_error)
 
@@ -636,26 +781,34 @@ class PacedBasicHttpAuthenticator(BasicHttpAuthenticator):
         text = "" if value is None else str(InterpolatedString.create(str(value), parameters=self._parameters).eval(self.config))
         return float(text) if text.strip() not in ("", "None") else None
 
-    def _first_problem(self) -> Optional[str]:
-        return config_problem(self.config) or (self.probe() if self.probe_url_base else None)
+    def _first_problem(self) -> Tuple[Optional[str], Optional[str]]:
+        problem = config_problem(self.config)
+        return (problem, None) if problem or not self.probe_url_base else self.probe()
 
-    def probe(self) -> Optional[str]:
-        """One request to Klarna's payouts list; the sentence for an answer every request would get, or None (an
-        answer that is fine, or one a retry may cure: left to the streams' error handler)."""
+    def probe(self) -> Tuple[Optional[str], Optional[str]]:
+        """One request to Klarna's payouts list: (the sentence for an answer every request would get, or None for an
+        answer that is fine or one a retry may cure, left to the streams' error handler; the payout's merchant id)."""
         url = str(InterpolatedString.create(self.probe_url_base, parameters=self._parameters).eval(self.config)).rstrip("/") + "/settlements/v1/payouts"
         try:
-            response = requests.get(url, params={"size": 1}, auth=self, timeout=(30, 120))
+            response = requests.get(url, params={"size": 1}, auth=self, timeout=tuple(self.probe_timeout))
         except requests.RequestException as error:
-            return deterministic_transport_failure(error, url, self.config)
+            return deterministic_transport_failure(error, url, self.config), None
         self.update_from_response(response.request, response)
-        message = {401: self.rejected_message, 403: self.rejected_message, 404: self.not_found_message}.get(response.status_code)
+        body = parsed_body(response)
+        messages = {400: self.bad_request_message, 401: self.rejected_message, 403: self.rejected_message, 404: self.not_found_message}
+        message = messages.get(response.status_code)
         if message:
-            body = parsed_body(response)
             return " ".join(str(InterpolatedString.create(message, parameters=self._parameters).eval(
-                self.config, request_url=url, response=body if isinstance(body, dict) else {})).split())
-        if response.ok and parsed_body(response) is _UNPARSABLE:
-            return foreign_page_message(response, url, EXPECTED_ANSWERS["page"].format(items="payouts"), "once")
-        return None
+                self.config, request_url=url, response=body if isinstance(body, dict) else {})).split()), None
+        if response.ok and body is _UNPARSABLE:
+            return foreign_page_message(response, url, EXPECTED_ANSWERS["page"].format(items="payouts"), "once"), None
+        payouts = body.get("payouts") if isinstance(body, dict) else None
+        found = str(payouts[0].get("merchant_id") or "") if payouts and isinstance(payouts[0], dict) else ""
+        configured = str(self.config.get("merchant_id") or "")
+        if configured and found and configured != found:
+            return (f"merchant_id {configured} is not the merchant of these API credentials: Klarna's payouts for them "
+                    f"name {found}. Correct merchant_id, or leave it empty to use {found}."), None
+        return None, found or None
 
     @property
     def token(self) -> str:
@@ -671,6 +824,12 @@ class PacedBasicHttpAuthenticator(BasicHttpAuthenticator):
             # spec's secrets once it has the config).
             add_to_secrets(self._token.split(" ", 1)[-1])
             self._token_registered = True
+        self._failures.stop_if_down(klarna_api(str(request.url)))
+        self._failures.sent(request)
+        if self.merchant_id_header:
+            merchant_id = self.config.get("merchant_id") or self._merchant_id
+            if merchant_id:
+                request.headers[self.merchant_id_header] = str(merchant_id)
         self._pacer.wait_turn()
         return super().__call__(request)
 
@@ -678,8 +837,9 @@ class PacedBasicHttpAuthenticator(BasicHttpAuthenticator):
         self._pacer.observe(response)
 
 
-PROBES: "PerSync[Optional[str]]" = PerSync()
+PROBES: "PerSync[Tuple[Optional[str], Optional[str]]]" = PerSync()
 
+# ------------------------------------------------------------------------------------------------- 6. Settlements
 
 # The fields of Klarna's Transaction schema (settlements OpenAPI), in a fixed order.
 TRANSACTION_KEY_FIELDS = (
@@ -731,8 +891,8 @@ class TransactionKeyAndPayout(RecordTransformation):
     yet in a payout), and `payment_reference`/`payout_date` from the payout partition.
 
     Klarna's transactions have no id, and a payout can hold byte-identical rows (two equal fees): the key numbers them
-    within their payout. One pass, without a Jinja render per record (an AddFields rendered per record cost ~40 % of
-    the per-record time, measured)."""
+    within their payout. One pass, without a Jinja render per record (the CDK's AddFields renders its template for
+    every record: ~40 % of the per-record time, measured)."""
 
     parameters: InitVar[Mapping[str, Any]] = None
     counter: OccurrenceCounter = field(default_factory=OccurrenceCounter)
@@ -747,15 +907,6 @@ class TransactionKeyAndPayout(RecordTransformation):
             record["payout_date"] = extra["payout_date"]
         fingerprint = transaction_fingerprint(record)
         record["transaction_key"] = f"{payment_reference or 'pending'}:{fingerprint}:{self.counter.next_occurrence(stream_slice, fingerprint)}"
-
-
-def _instant(payout_date: Any) -> Optional[datetime]:
-    """A payout_date as an aware datetime (None if it is not a date-time)."""
-    try:
-        moment = datetime.fromisoformat(str(payout_date).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 @dataclass
@@ -785,7 +936,7 @@ class UnreadPayoutsPartitionRouter(WrappingPartitionRouter):
     """One partition per payout whose transactions no earlier sync has read: the payouts router of `transactions`,
     minus the payouts the previous sync already read.
 
-    An incremental sync re-reads the payouts of the lookback window to catch payouts Klarna books late, and a plain
+    An incremental sync re-reads the payouts of the lookback window to catch payouts Klarna books late, and the CDK's
     SubstreamPartitionRouter would read the transactions of each of them again (two thirds of an incremental sync's
     requests after a day's growth). A payout's transactions never change once it is paid out, so one read before is
     skipped. Which payouts were read is kept in the parent state the CDK already carries, next to the payouts cursor:
@@ -800,6 +951,7 @@ class UnreadPayoutsPartitionRouter(WrappingPartitionRouter):
     read. Without a saved list (first sync, reset, a state from an older version) every payout is read."""
 
     remember_days: Union[InterpolatedString, str, int] = 4
+    cursor_datetime_formats: List[str] = field(default_factory=list)  # the payouts cursor's (the manifest's)
 
     READ_KEY = "payouts_read"
 
@@ -819,7 +971,7 @@ class UnreadPayoutsPartitionRouter(WrappingPartitionRouter):
         return {str(ref): str(date) for ref, date in read.items()} if isinstance(read, Mapping) else {}
 
     def _remember_read(self, payment_reference: str, payout_date: Any) -> None:
-        moment = _instant(payout_date)
+        moment = parse_datetime(payout_date, self.cursor_datetime_formats)
         with self._lock:
             if moment is not None and self._newest is not None and moment < self._newest - self._remember:
                 return  # older than any lookback window will reach back
@@ -827,7 +979,8 @@ class UnreadPayoutsPartitionRouter(WrappingPartitionRouter):
             if moment is not None and (self._newest is None or moment > self._newest):
                 self._newest = moment
                 horizon = moment - self._remember
-                self._read = {ref: date for ref, date in self._read.items() if (_instant(date) or moment) >= horizon}
+                self._read = {ref: date for ref, date in self._read.items()
+                              if (parse_datetime(date, self.cursor_datetime_formats) or moment) >= horizon}
 
     def stream_slices(self) -> Iterable[StreamSlice]:
         # Read before the first parent page moves the parent cursor (and its state) on. The list goes on into this
@@ -858,16 +1011,16 @@ class UnreadPayoutsPartitionRouter(WrappingPartitionRouter):
         return state
 
 
-
 @dataclass
 class EachKeyOncePerSync(RecordFilter):
     """Lets a record through the first time its `key` is seen in this sync, drops repeats.
 
     Klarna lists a window's payouts newest first and pages by offset: a payout added while the connector is between
     two pages of a window shifts the list, and the last payouts of page 1 come again at the top of page 2. Nothing is
-    skipped (the shift is towards later pages), but the sync would emit those payouts twice. Payouts are few (about
-    one per currency and day), so one sync's keys fit in memory; the filter belongs to one stream instance, shared by
-    its concurrent windows. The payouts added meanwhile arrive with the next sync (the lookback re-reads them)."""
+    skipped (the shift is towards later pages), but the sync would emit those payouts twice. The CDK's RecordFilter
+    judges each record alone. Payouts are few (about one per currency and day), so one sync's keys fit in memory; the
+    filter belongs to one stream instance, shared by its concurrent windows. The payouts added meanwhile arrive with
+    the next sync (the lookback re-reads them)."""
 
     key: str = ""
 
@@ -887,6 +1040,8 @@ class EachKeyOncePerSync(RecordFilter):
             if first:
                 yield record
 
+
+# -------------------------------------------------------------------------------- 7. Orders, captures and refunds
 
 class SpillingAnswers:
     """order_id -> [status, readers so far, body]: the most recent bodies in memory, up to `memory_bytes`, older ones
@@ -944,9 +1099,6 @@ class SpillingAnswers:
             self._file = None
 
 
-LOGGER = logging.getLogger("airbyte.source_klarna")
-
-
 class _Pending:
     """One order's fetch, under way or done: its answer (status, body) or the exception it ended in."""
 
@@ -964,9 +1116,9 @@ class OrderFetcher:
     merchant's shared rate limit), and the CDK's HttpRequester.send_request spends 2.6-3.3 ms of CPU per request
     (measured), more than the 3 ms an order may cost in all. So `concurrency` threads send the requests through a
     requests.Session of this fetcher's own (its pool as large as the threads: no "Connection pool is full"; the
-    environment's proxies and CA bundle read once, not per request), authenticated and paced by the manifest's
-    authenticator, each answer judged by the order requester's error handler and retried with its backoff, as the
-    CDK's client would (its public `interpret_response`, `backoff_time` and `max_retries`).
+    environment's proxies and CA bundle read once, not per request), with the order requester's authenticator (paced,
+    re-applied before each retry as the CDK's client does) and timeouts, each answer judged by its error handler and
+    retried with its backoff (`interpret_response`, which raises once an order fails for good, and `backoff_time`).
 
     Single-flight: a reader asking for an order under way waits for that fetch; a failed fetch is forgotten (the next
     reader asks again) and fails every reader waiting on it. Answers wait for their other readers in SpillingAnswers,
@@ -976,10 +1128,10 @@ class OrderFetcher:
     READERS = {"orders": 1, "captures": 2, "refunds": 4}
     EVERY_READER = 7
 
-    def __init__(self, requester: Any, threads: int, timeout: Tuple[float, float] = (30, 120)) -> None:
+    def __init__(self, requester: Any, threads: int) -> None:
         self._requester = requester
         self._handler = requester.error_handler
-        self._timeout = timeout
+        self._timeout = (requester.connect_timeout_in_seconds, requester.read_timeout_in_seconds)
         self._lock = threading.Lock()
         self._pending: Dict[str, _Pending] = {}
         self._kept = SpillingAnswers()
@@ -1052,25 +1204,26 @@ class OrderFetcher:
     def _fetch(self, order_id: str) -> Tuple[int, bytes]:
         """The order's answer: (200, body), or (404, b"") for an order Klarna no longer returns."""
         url = self._prefix + quote(order_id, safe="") + self._suffix
+        session = self._requests_session
+        request = session.prepare_request(requests.Request("GET", url))  # the authenticator paces it (and may stop it)
         for attempt in range(1, int(self._handler.max_retries or 0) + 2):
             outcome: Any
+            if attempt > 1:
+                session.auth(request)
             try:
-                outcome = self._requests_session.get(url, timeout=self._timeout)
-                self._requester.authenticator.update_from_response(outcome.request, outcome)
+                outcome = session.send(request, timeout=self._timeout)
+                self._requester.authenticator.update_from_response(request, outcome)
             except requests.RequestException as error:
+                error.request = error.request or request  # a body cut short carries none: the handler counts by it
                 outcome = error
-            resolution = self._handler.interpret_response(outcome)
-            action = resolution.response_action
-            if action == ResponseAction.SUCCESS:
+            resolution = self._handler.interpret_response(outcome)  # raises once the order fails for good
+            if resolution.response_action == ResponseAction.SUCCESS:
                 return 200, outcome.content
-            if action == ResponseAction.IGNORE:
+            if resolution.response_action == ResponseAction.IGNORE:
                 LOGGER.warning(resolution.error_message or f"Klarna no longer returns the order at {url}: skipped.")
                 return 404, b""
-            if action == ResponseAction.FAIL or attempt > int(self._handler.max_retries or 0):
-                message = resolution.error_message or f"Klarna did not answer {url} properly through every retry."
-                raise AirbyteTracedException(message=message, internal_message=message, failure_type=resolution.failure_type or FailureType.system_error)
             time.sleep(self._handler.backoff_time(outcome, attempt_count=attempt) or 2 ** attempt)
-        raise AssertionError("unreachable")
+        raise AssertionError("unreachable: the error handler raises at the last retry")
 
 
 ORDER_FETCHERS: "PerSync[OrderFetcher]" = PerSync()
@@ -1096,12 +1249,13 @@ class OneReadPerSync(WrappingPartitionRouter):
     """The slices of `underlying_partition_router` (the order-id batches), read once per sync for every stream that
     starts from the same state, each slice replayed with the state the router had after it.
 
-    orders, captures and refunds each have their own copy of the router, and the stock one reads its parent (the
-    transactions, and theirs the payouts) for each: three times the transactions' requests, and the CDK's work per
-    parent record three times over (a `dpath.get` per record and field, a cursor observe): 25 % of an orders sync's
-    CPU (py-spy). The first stream to ask reads; the others follow its slices as they come. A stream whose saved
-    state differs (one added to the catalog later) reads on its own, so what each reads and the state it saves are
-    what the stock router gives it. A read that fails or stops early fails its followers too: none ends short."""
+    orders, captures and refunds each have their own copy of the router, and the CDK's GroupingPartitionRouter reads
+    its parent (the transactions, and theirs the payouts) for each: three times the transactions' requests, and the
+    CDK's work per parent record three times over (a `dpath.get` per record and field, a cursor observe): 25 % of an
+    orders sync's CPU (py-spy). The first stream to ask reads; the others follow its slices as they come. A stream
+    whose saved state differs (one added to the catalog later) reads on its own, so what each reads and the state it
+    saves are what the stock router gives it. A read that fails or stops early fails its followers too: none ends
+    short."""
 
     def __post_init__(self, parameters: Mapping[str, Any]) -> None:
         self._following = False  # this stream replays another's read
@@ -1157,10 +1311,12 @@ class OrderItemsRetriever(Retriever):
     """The records of one batch of order ids (a GroupingPartitionRouter slice, `{"order_id": [...]}` with
     `extra_fields` `{"payout_date": [...]}`): the orders themselves, or the `items_field` items embedded in them
     (captures, refunds), each with its order's order_id and the payout_date of the payout whose transaction named the
-    order; through the record selector (transformations, schema normalisation).
+    order; through the record selector (transformations, schema normalisation). An order Klarna no longer returns is,
+    on `orders`, a deletion record (`order_id`, `payout_date` and `_ab_cdc_deleted_at`, Airbyte's deletion marker:
+    a deduplicated destination drops the row), so a warehouse stops showing what Klarna no longer has.
 
-    Why custom: a SimpleRetriever sends one request per page it builds; these three streams read the same orders, once
-    each, through the sync's OrderFetcher (see there)."""
+    Why custom: the CDK's SimpleRetriever sends one request per page it builds; these three streams read the same
+    orders, once each, through the sync's OrderFetcher (see there)."""
 
     requester: Any
     record_selector: Any
@@ -1183,9 +1339,9 @@ class OrderItemsRetriever(Retriever):
         fetcher = ORDER_FETCHERS.of(self.config, lambda: OrderFetcher(self.requester, self._threads))
         records: List[Dict[str, Any]] = []
         for order_id, order in fetcher.answers(order_ids, self.items_field):
-            if order is None:
-                continue
-            items = [order] if self.items_field == "orders" else order.get(self.items_field) or []
+            if order is None and self.items_field == "orders":
+                order = {"order_id": order_id, "_ab_cdc_deleted_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+            items = [] if order is None else [order] if self.items_field == "orders" else order.get(self.items_field) or []
             for item in items:
                 if isinstance(item, dict):
                     item.setdefault("order_id", order_id)
@@ -1194,21 +1350,19 @@ class OrderItemsRetriever(Retriever):
         yield from self.record_selector.filter_and_transform(records, stream_state={}, records_schema=records_schema, stream_slice=stream_slice)
 
 
-def _is_datetime(value: Any, layouts: Sequence[str]) -> bool:
-    return isinstance(value, str) and _parsed(value, layouts) is not None
-
+# ------------------------------------------------------------------------------------------------------ 8. States
 
 @dataclass
 class UsableState(StateMigration):
     """Fails the sync with one sentence naming the stream, the value and the fix when a saved state holds what the
     connector cannot use: a cursor (`payout_date`, `summary_month`, at any depth: the transactions' and orders' states
-    carry their parents') that is not a date-time, or a `payouts_read` list that is not a mapping of payment
-    references to dates. Without it the CDK ends the read with "Something went wrong in the connector". Changes
-    nothing: states of every earlier version pass."""
+    carry their parents') that is not a date-time in the cursor's formats (`cursor_datetime_formats`, the manifest's),
+    or a `payouts_read` list that is not a mapping of payment references to dates. Without it the CDK ends the read
+    with "Something went wrong in the connector". Changes nothing: states of every earlier version pass."""
 
     stream: str = ""
     declarative_stream: Any = None  # the stream's model, which the CDK's factory hands a state migration
-    cursor_datetime_formats: List[str] = field(default_factory=lambda: ["%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z"])
+    cursor_datetime_formats: List[str] = field(default_factory=list)
     config: Optional[Config] = None
     parameters: InitVar[Mapping[str, Any]] = None
 
@@ -1222,6 +1376,9 @@ class UsableState(StateMigration):
             raise AirbyteTracedException(message=message, internal_message=message, failure_type=FailureType.config_error)
         return False
 
+    def _is_datetime(self, value: Any) -> bool:
+        return isinstance(value, str) and parse_datetime(value, self.cursor_datetime_formats) is not None
+
     def _problem(self, node: Any, path: str) -> Optional[str]:
         if isinstance(node, list):
             return next(filter(None, (self._problem(item, f"{path}[{index}]") for index, item in enumerate(node))), None)
@@ -1229,10 +1386,10 @@ class UsableState(StateMigration):
             return None
         for key, value in node.items():
             where = f"{path}.{key}" if path else str(key)
-            if key in ("payout_date", "summary_month") and not _is_datetime(value, self.cursor_datetime_formats):
+            if key in ("payout_date", "summary_month") and not self._is_datetime(value):
                 return f"{where} is {json.dumps(value)[:60]}, not a date-time"
             if key == UnreadPayoutsPartitionRouter.READ_KEY and not (
-                isinstance(value, Mapping) and all(_is_datetime(date, self.cursor_datetime_formats) for date in value.values())
+                isinstance(value, Mapping) and all(self._is_datetime(date) for date in value.values())
             ):
                 return f"{where} is not a list of payouts with their dates"
             problem = None if key == UnreadPayoutsPartitionRouter.READ_KEY else self._problem(value, where)
@@ -1246,10 +1403,10 @@ class UsableState(StateMigration):
 
 @dataclass
 class NestedParentStateMigration(StateMigration):
-    """A `captures`/`refunds` state as the CDK reads it: `parent_state.orders.parent_state` (the shape both this
-    version and the one before write, see OrderIdBatches) lifted to `parent_state`. The CDK gives a parent stream the
-    child state's `parent_state[<parent name>]` before any router runs, so only a state migration can. It stays as
-    long as states written by 1.1.0 may come back."""
+    """A `captures`/`refunds` state as the CDK reads it: `parent_state.orders.parent_state` (the shape 1.1.0-1.4.0
+    wrote, when their parent was the orders stream) lifted to `parent_state`. The CDK gives a parent stream the child
+    state's `parent_state[<parent name>]` before any router runs, so only a state migration can. It stays as long as
+    states written by 1.1.0-1.4.0 may come back."""
 
     nested_under: str
     config: Optional[Config] = None
@@ -1265,6 +1422,8 @@ class NestedParentStateMigration(StateMigration):
         migrated["parent_state"] = dict(stream_state["parent_state"][self.nested_under]["parent_state"])
         return migrated
 
+
+# ----------------------------------------------------------------------------------------------- 9. Personal data
 
 @dataclass
 class RemoveFieldsUnlessConfigured(RecordTransformation):

@@ -9,3 +9,5 @@ from pathlib import Path
 REFERENCE_DIR = Path(__file__).resolve().parent
 SETTLEMENTS_OPENAPI = REFERENCE_DIR / "klarna-settlements-api.openapi.yml"
 ORDER_MANAGEMENT_OPENAPI = REFERENCE_DIR / "klarna-order-management-api.openapi.yml"
+# Transcribed from Klarna's documentation page (no copy of Klarna's file was at hand): see the file's header.
+DISPUTES_OPENAPI = REFERENCE_DIR / "klarna-disputes-api.openapi.yml"

@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
-from reference import ORDER_MANAGEMENT_OPENAPI, SETTLEMENTS_OPENAPI
+from reference import DISPUTES_OPENAPI, ORDER_MANAGEMENT_OPENAPI, SETTLEMENTS_OPENAPI
 from scripts import manifest_section
 from scripts.shared_parts import ComponentSchema, check_resolves_to, plain, share
 
@@ -38,6 +38,8 @@ STREAM_COMPONENTS = {
     "orders": (ORDER_MANAGEMENT_OPENAPI, "MerchantOrderDto"),
     "captures": (ORDER_MANAGEMENT_OPENAPI, "Capture"),
     "refunds": (ORDER_MANAGEMENT_OPENAPI, "Refund"),
+    "pending_transactions": (SETTLEMENTS_OPENAPI, "Transaction"),
+    "disputes": (DISPUTES_OPENAPI, "DisputeDetails"),
 }
 
 SECTION_HEADER = """\
@@ -66,8 +68,10 @@ class DecisionError(ValueError):
 
 class _Converter:
     """Klarna's OpenAPI schemas to Airbyte's: every property nullable (Klarna may omit or null any field,
-    and a warehouse column must accept that), enums keep their values plus null, integers stay integers
-    (money is minor units), date-times get `format`. Each converted component is a ComponentSchema, so
+    and a warehouse column must accept that), enums become plain strings whose description lists the
+    values known today (Klarna's value lists keep growing: `detailed_type` gained CASH_ADVANCE_* and
+    LIABILITY_TRANSFER after its OpenAPI file was written, and a record with a new value must land as it
+    is), integers stay integers (money is minor units), date-times get `format`. Each converted component is a ComponentSchema, so
     that the manifest can write it once."""
 
     def __init__(self, components: Mapping[str, Any], descriptions: Mapping[str, str]) -> None:
@@ -86,6 +90,11 @@ class _Converter:
         node_type = node.get("type", "object" if "properties" in node else "string")
         out: Dict[str, Any] = {}
         description = self._description(node, at)
+        # Klarna writes one enum as a single "a|b|c" string (order_line.type): split it into values.
+        known = [part for v in node.get("enum", []) if v is not None for part in str(v).split("|")]
+        if known and node_type == "string":
+            lead = f"{description.rstrip('. ')}. " if description else ""
+            description = f"{lead}Known values (the list grows): {', '.join(known)}."
         if description is not None:
             out["description"] = description
         if node_type == "object":
@@ -103,10 +112,6 @@ class _Converter:
             out["airbyte_type"] = "timestamp_with_timezone"
         elif node.get("format") == "date":
             out["format"] = "date"
-        # Klarna writes one enum as a single "a|b|c" string (order_line.type): split it into values.
-        enum = [part for v in node.get("enum", []) if v is not None for part in str(v).split("|")]
-        if enum and node_type == "string":
-            out["enum"] = [None, *enum]
         return out
 
     def _description(self, node: Mapping[str, Any], at: str) -> Optional[str]:
@@ -123,8 +128,6 @@ def _never_null(schema: Dict[str, Any]) -> Dict[str, Any]:
     if isinstance(out.get("type"), list):
         kinds = [kind for kind in out["type"] if kind != "null"]
         out["type"] = kinds[0] if len(kinds) == 1 else kinds
-    if "enum" in out:
-        out["enum"] = [value for value in out["enum"] if value is not None]
     return out
 
 

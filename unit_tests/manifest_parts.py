@@ -27,6 +27,11 @@ def resolved_manifest() -> Dict[str, Any]:
     return copy.deepcopy(dict(_resolved()))
 
 
+def cursor_datetime_formats() -> List[str]:
+    """The payout_date cursor's formats, which UsableState and UnreadPayoutsPartitionRouter take from the manifest."""
+    return list(resolved_manifest()["definitions"]["payout_date_cursor"]["cursor_datetime_formats"])
+
+
 def order_requester(config: Mapping[str, Any]) -> Any:
     """The manifest's `order_requester` (its authenticator, its error handler), for `config`. Building
     it builds the authenticator, which sends the credentials probe first."""

@@ -1,12 +1,18 @@
-"""Config mistakes are answered with a sentence that says what to change (components.config_problem,
-which the authenticator raises as a config error before any request: unit_tests/test_probe.py)."""
+"""Config mistakes are answered with a sentence that says what to change, from one place each: what the spec states
+(required fields, types, enums, ranges) by the CDK's check against the spec, before any component runs, in both
+forms; the rest by components.config_problem, which the authenticator raises as a config error before any request
+(unit_tests/test_probe.py)."""
 
 from __future__ import annotations
 
 import datetime as dt
 
 import pytest
+import yaml
 
+from airbyte_cdk.models import ConnectorSpecification, FailureType
+from airbyte_cdk.sources.utils.schema_helpers import check_config_against_spec_or_exit
+from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 from components import config_problem
 from source_klarna.run import connector_file
 
@@ -21,20 +27,8 @@ NOW = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.timezone.utc)
         ({"start_date": "01/02/2024"}, "write it as YYYY-MM-DDTHH:MM:SSZ"),
         ({"start_date": "2024-02-30T00:00:00Z"}, "is not a UTC date-time"),
         ({"start_date": "2027-01-01T00:00:00Z"}, "lies in the future"),
-        ({"region": "mars"}, "use one of eu, na or oc"),
-        ({"password": ""}, "The password is missing"),
-        ({"username": None}, "The username is missing"),
         ({"base_url_override": "http://klarna-proxy.example.com"}, "would send the Klarna password unencrypted"),
         ({"base_url_override": "ftp://x"}, "is not a URL"),
-        ({"concurrency": 0}, "concurrency must be a whole number from 1 to 30"),
-        ({"concurrency": 31}, "from 1 to 30"),
-        ({"lookback_window_days": -1}, "lookback_window_days must be a whole number from 0 to 90"),
-        ({"max_requests_per_second": 500}, "from 1 to 200"),
-        ({"rate_limit_reserve_percent": 95}, "rate_limit_reserve_percent must be a whole number from 0 to 90"),
-        ({"rate_limit_reserve_percent": 12.5}, "from 0 to 90"),
-        ({"playground": "yes"}, "playground must be true or false"),
-        ({"include_personal_data": "true"}, "include_personal_data must be true or false"),
-        ({"platform": "klarnaa"}, "use klarna, or kustom if your API credentials come from the Kustom Portal"),
         ({"platform": "kustom", "region": "na"}, "region 'na' applies to Klarna only"),
         ({"platform": "kustom", "region": "oc", "playground": True}, "remove region (or set it to eu) when platform is kustom"),
         ({"platform": "kustom", "password": "kco_test_api_c2VjcmV0"}, "switch playground on"),
@@ -46,6 +40,43 @@ def test_each_mistake_gets_its_sentence(change, expected):
     problem = config_problem({**GOOD, **change}, now=NOW)
 
     assert problem is not None and expected in problem
+
+
+def _spec() -> ConnectorSpecification:
+    manifest = yaml.safe_load(connector_file("manifest.yaml").read_text())
+    return ConnectorSpecification(connectionSpecification=manifest["spec"]["connection_specification"])
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"region": "mars"}, "'mars' is not one of ['eu', 'na', 'oc']"),
+        ({"password": None}, "None is not of type 'string'"),
+        ({"username": None}, "None is not of type 'string'"),
+        ({"concurrency": 0}, "0 is less than the minimum of 1"),
+        ({"concurrency": 31}, "31 is greater than the maximum of 30"),
+        ({"lookback_window_days": -1}, "-1 is less than the minimum of 0"),
+        ({"max_requests_per_second": 500}, "500 is greater than the maximum of 200"),
+        ({"rate_limit_reserve_percent": 95}, "95 is greater than the maximum of 90"),
+        ({"rate_limit_reserve_percent": 12.5}, "12.5 is not of type 'integer'"),
+        ({"playground": "yes"}, "'yes' is not of type 'boolean'"),
+        ({"include_personal_data": "true"}, "'true' is not of type 'boolean'"),
+        ({"platform": "klarnaa"}, "'klarnaa' is not one of ['klarna', 'kustom']"),
+    ],
+)
+def test_what_the_spec_states_is_checked_against_the_spec_before_any_component_and_only_there(change, expected):
+    config = {**GOOD, **change}
+    for name, value in change.items():
+        if value is None:
+            del config[name]  # missing, as a config without the field is
+            expected = f"'{name}' is a required property"
+
+    with pytest.raises(AirbyteTracedException) as raised:
+        check_config_against_spec_or_exit(config, _spec())
+
+    assert raised.value.failure_type == FailureType.config_error
+    assert raised.value.message == f"Config validation error: {expected}"
+    assert config_problem(config, now=NOW) is None  # not repeated in the components
 
 
 @pytest.mark.parametrize(

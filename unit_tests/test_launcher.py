@@ -1,5 +1,5 @@
 """The `source-klarna` command (source_klarna.run), a thin launcher of manifest.yaml + components.py, and
-what components.py sets up for every runtime: the GIL switch interval, the region "us" migration of
+what components.py sets up for every runtime: the GIL switch interval (once a sync builds its streams), the region "us" migration of
 the spec, the Basic token masked in the output."""
 
 from __future__ import annotations
@@ -39,14 +39,23 @@ def test_the_components_are_registered_under_the_runtimes_module_name_from_the_c
     assert register_components() is module  # loaded once
 
 
-def test_components_lengthen_the_gil_switch_interval_on_import():
-    # Why 50 ms and not CPython's 5 ms: components.py's comment and bench/ (CPU-bound workers).
+def test_components_lengthen_the_gil_switch_interval_when_a_sync_builds_its_authenticator_not_on_import(requests_mock):
+    # Why 50 ms and not CPython's 5 ms: components.SWITCH_INTERVAL's comment and bench/ (CPU-bound workers).
     default = sys.getswitchinterval()
     try:
         sys.setswitchinterval(0.005)
         spec = importlib.util.spec_from_file_location("components_imported_again", connector_file("components.py"))
-        spec.loader.exec_module(importlib.util.module_from_spec(spec))
-        assert sys.getswitchinterval() == pytest.approx(0.05)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        assert sys.getswitchinterval() == pytest.approx(0.005, abs=1e-4)  # importing changes nothing of the process
+
+        requests_mock.get(KlarnaRequestBuilder.for_region("eu").probe_url(), json=rb.page("payouts", []))
+        SourceKlarna(config=ConfigBuilder().build()).streams(ConfigBuilder().build())
+        assert sys.getswitchinterval() == pytest.approx(0.05, abs=1e-4)
+
+        sys.setswitchinterval(0.2)  # a host process that chose a longer one keeps it
+        SourceKlarna(config=ConfigBuilder().build()).streams(ConfigBuilder().build())
+        assert sys.getswitchinterval() == pytest.approx(0.2, abs=1e-4)
     finally:
         sys.setswitchinterval(default)
 

@@ -83,7 +83,8 @@ def test_a_fine_answer_is_no_problem_and_memoised(requests_mock):
     _build(_config())  # another sync's config probes again
 
     assert requests_mock.call_count == 2
-    assert PROBES.of(config, lambda: "not asked again") is None
+    # No problem, and the merchant of the payout it read (the Disputes API's header).
+    assert PROBES.of(config, lambda: "not asked again") == (None, rb.payout("A")["merchant_id"])
 
 
 def test_a_404_says_the_host_does_not_serve_the_settlements_api(requests_mock):
@@ -133,10 +134,29 @@ def test_what_a_retry_may_cure_is_left_to_the_streams(requests_mock, answer):
 
 
 def test_a_config_mistake_fails_before_any_request(requests_mock):
-    message = _problem(_config(region="mars"))
+    message = _problem(_config(base_url_override="ftp://klarna.example.com"))
 
-    assert "The region 'mars' is unknown" in message
+    assert "is not a URL" in message
     assert requests_mock.call_count == 0
+
+
+def test_a_400_on_the_probe_is_the_bad_request_sentence_once(requests_mock):
+    requests_mock.get(URL, status_code=400, json=rb.error("BAD_REQUEST", ["size: must be at least 1"], "corr-400"))
+
+    message = _problem(_config())
+
+    assert message.startswith(f"Klarna refused the request to {URL} (HTTP 400): size: must be at least 1 (correlation_id corr-400)")
+    assert requests_mock.call_count == 1
+
+
+def test_a_merchant_id_of_another_merchant_is_a_config_error_naming_both(requests_mock):
+    requests_mock.get(URL, json=rb.page("payouts", [rb.payout("A")]))
+    theirs = rb.payout("A")["merchant_id"]
+
+    message = _problem(_config(merchant_id="K999999"))
+
+    assert f"merchant_id K999999 is not the merchant of these API credentials: Klarna's payouts for them name {theirs}" in message
+    _build(_config(merchant_id=theirs))  # the right one passes
 
 
 def test_the_probe_goes_where_the_sync_goes(requests_mock):

@@ -14,6 +14,7 @@ import pytest
 from airbyte_cdk.sources.declarative.interpolation.interpolated_string import InterpolatedString
 from airbyte_cdk.sources.types import StreamSlice
 from components import UnreadPayoutsPartitionRouter
+from unit_tests.manifest_parts import cursor_datetime_formats
 
 CONFIG: Dict[str, Any] = {"lookback_window_days": 3}
 
@@ -45,7 +46,8 @@ class PayoutsRouter:
 
 def _router(payouts, state=None, remember_days="{{ config.get('lookback_window_days', 3) + 1 }}"):
     underlying = PayoutsRouter(payouts, state)
-    router = UnreadPayoutsPartitionRouter(underlying_partition_router=underlying, config=CONFIG, parameters={}, remember_days=remember_days)
+    router = UnreadPayoutsPartitionRouter(underlying_partition_router=underlying, config=CONFIG, parameters={}, remember_days=remember_days,
+                                          cursor_datetime_formats=cursor_datetime_formats())
     return router, underlying
 
 
@@ -144,7 +146,7 @@ def test_the_remembered_days_follow_the_configured_lookback():
     router, _ = _router(payouts)
     router_long = UnreadPayoutsPartitionRouter(
         underlying_partition_router=PayoutsRouter(payouts), config={"lookback_window_days": 14}, parameters={},
-        remember_days="{{ config.get('lookback_window_days', 3) + 1 }}",
+        remember_days="{{ config.get('lookback_window_days', 3) + 1 }}", cursor_datetime_formats=cursor_datetime_formats(),
     )
     list(router.stream_slices())
     list(router_long.stream_slices())

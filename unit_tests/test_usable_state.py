@@ -14,7 +14,7 @@ from airbyte_cdk.models import FailureType, SyncMode
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
 from components import NestedParentStateMigration, UsableState
-from unit_tests.manifest_parts import resolved_manifest
+from unit_tests.manifest_parts import cursor_datetime_formats, resolved_manifest
 from unit_tests.mock_server import response_builder as rb
 from unit_tests.mock_server.config import ConfigBuilder
 from unit_tests.mock_server.klarna_mock import serve_account
@@ -35,7 +35,7 @@ def stream_state(version: str, stream: str) -> dict:
 
 
 def _usable(stream: str = "payouts") -> UsableState:
-    return UsableState(stream=stream, parameters={})
+    return UsableState(stream=stream, parameters={}, cursor_datetime_formats=cursor_datetime_formats())
 
 
 def test_every_incremental_stream_checks_its_state_with_usable_state():

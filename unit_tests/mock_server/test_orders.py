@@ -44,17 +44,21 @@ def test_each_order_the_transactions_name_is_fetched_once_and_carries_its_payout
         assert [c["capture_id"] for c in row["captures"]] == [c["capture_id"] for c in expected[row["order_id"]]["captures"]]
 
 
-def test_an_order_klarna_no_longer_returns_is_skipped_with_one_warning_and_the_sync_goes_on(requests_mock):
+def test_an_order_klarna_no_longer_returns_is_a_deletion_record_with_one_warning_and_the_sync_goes_on(requests_mock):
     payouts = [rb.payout("A", "2024-02-01T06:00:00Z")]
     klarna = serve_account(requests_mock, payouts, {"A": rb.transactions_naming("A", "o1", "gone", "o3", "gone")}, [rb.order("o1"), rb.order("o3")], gone={"gone"})
 
     output = read_streams(ConfigBuilder().build(), FULL)
 
-    assert sorted(r["order_id"] for r in records_of(output, "orders")) == ["o1", "o3"]
+    orders = {r["order_id"]: r for r in records_of(output, "orders")}
+    assert sorted(orders) == ["gone", "o1", "o3"]
+    # Airbyte's deletion marker, nothing of Klarna's: a deduplicated destination drops the row it had.
+    assert orders["gone"]["_ab_cdc_deleted_at"] and set(orders["gone"]) == {"order_id", "payout_date", "_ab_cdc_deleted_at"}
+    assert orders["o1"].get("_ab_cdc_deleted_at") is None
     assert not output.errors
     assert Counter(klarna.order_requests())["gone"] == 1  # a 404 is not retried
     (warning,) = _warnings(output)
-    assert "/ordermanagement/v1/orders/gone" in warning and "404" in warning and "skipped" in warning
+    assert "/ordermanagement/v1/orders/gone" in warning and "404" in warning and "deleted" in warning
 
 
 def test_personal_data_is_left_out_by_default(requests_mock):
