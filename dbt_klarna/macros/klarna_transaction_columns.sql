@@ -1,5 +1,6 @@
 {#- The columns of a settlement transaction (the `transactions` stream, and `pending_transactions`,
-    the transactions not yet in a payout). Amounts: `<name>_minor` integers and `<name>` in major units. -#}
+    the transactions not yet in a payout), the typed select list of klarna_latest_rows. Amounts:
+    `<name>_minor` integers and `<name>` in major units. -#}
 
 {% macro klarna_transaction_columns(in_payout=true) -%}
     cast(transaction_key as {{ dbt.type_string() }}) as transaction_key,
@@ -33,12 +34,33 @@
     cast(initial_payment_method_type as {{ dbt.type_string() }}) as initial_payment_method_type,
     cast(initial_number_of_installments as {{ dbt.type_bigint() }}) as initial_number_of_installments,
     cast(klarna_comment as {{ dbt.type_string() }}) as klarna_comment,
-    cast(_airbyte_raw_id as {{ dbt.type_string() }}) as _airbyte_raw_id,
-    cast(_airbyte_extracted_at as {{ dbt.type_timestamp() }}) as _airbyte_extracted_at
+    {{ klarna_movement_key() }} as movement_key
+{%- endmacro %}
+
+{#- The money movement a transaction row stands for, whether pending or paid out: a hash of Klarna's fields
+    without payment_reference and payout, which a row gains when Klarna pays it out (every other field stays).
+    A pending row and its later paid-out self share it; klarna_pending_transactions uses it to drop a pending
+    row once its transaction is in a payout. -#}
+{% macro klarna_movement_key() -%}
+  {%- set fields = ['order_id', 'type', 'detailed_type', 'amount', 'currency_code', 'capture_id', 'refund_id', 'sale_date',
+                    'capture_date', 'short_order_id', 'merchant_reference1', 'merchant_reference2', 'merchant_capture_reference',
+                    'merchant_refund_reference', 'reversal_reference', 'vat_amount', 'vat_rate'] -%}
+  {%- set parts = [] -%}
+  {%- for field in fields -%}
+    {%- do parts.append("coalesce(cast(" ~ field ~ " as " ~ dbt.type_string() ~ "), '~')") -%}
+    {%- if not loop.last %}{% do parts.append("'|'") %}{% endif -%}
+  {%- endfor -%}
+  {{ dbt.hash(dbt.concat(parts)) }}
 {%- endmacro %}
 
 {% macro klarna_transaction_major_units() -%}
     {{ klarna_to_major_units('amount_minor', 'currency_code') }} as amount,
     {{ klarna_to_major_units('signed_amount_minor', 'currency_code') }} as signed_amount,
     {{ klarna_to_major_units('vat_amount_minor', 'currency_code') }} as vat_amount
+{%- endmacro %}
+
+{#- A DisputeKRN as both sides can match it: Klarna's examples write the reason part of the same KRN with
+    '-' (Disputes API) and '_' (settlements' reversal_reference). -#}
+{% macro klarna_dispute_match_key(column) -%}
+  replace(lower(cast({{ column }} as {{ dbt.type_string() }})), '-', '_')
 {%- endmacro %}

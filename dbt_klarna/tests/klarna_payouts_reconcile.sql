@@ -4,6 +4,7 @@
 {{ config(severity=var('klarna__reconciliation_severity', 'error')) }}
 
 select
+  source_relation,
   payment_reference,
   payout_date,
   currency_code,

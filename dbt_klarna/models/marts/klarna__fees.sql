@@ -1,4 +1,4 @@
-{#- What Klarna charged: one row per payout month, currency, transaction type and detailed type of
+{#- What Klarna charged: one row per store (source_relation), payout month, currency, transaction type and detailed type of
     the fee-like transactions in payouts. Charged types (FEE, COMMISSION, TAX, CHARGE) count +,
     given back (FEE_REFUND, CORRECTION) count -; net_fee_amount is what Klarna kept. fee_rate is
     net fees over the sales (SALE) of the same month and currency. -#}
@@ -7,6 +7,7 @@
 
 with transactions as (
   select
+    transactions.source_relation,
     {{ dbt.date_trunc('month', 'coalesce(transactions.payout_date, payouts.payout_date)') }} as fee_month,
     coalesce(transactions.currency_code, payouts.currency_code) as currency_code,
     transactions.transaction_type,
@@ -14,18 +15,20 @@ with transactions as (
     transactions.amount_minor
   from {{ ref('stg_klarna__transactions') }} as transactions
   left join {{ ref('stg_klarna__payouts') }} as payouts
-    on payouts.payment_reference = transactions.payment_reference
+    on payouts.source_relation = transactions.source_relation
+    and payouts.payment_reference = transactions.payment_reference
 ),
 
 sales as (
-  select fee_month, currency_code, sum(amount_minor) as month_sale_amount_minor
+  select source_relation, fee_month, currency_code, sum(amount_minor) as month_sale_amount_minor
   from transactions
   where transaction_type = 'SALE'
-  group by fee_month, currency_code
+  group by source_relation, fee_month, currency_code
 ),
 
 fees as (
   select
+    source_relation,
     fee_month,
     currency_code,
     transaction_type as fee_type,
@@ -35,11 +38,12 @@ fees as (
     sum(case when transaction_type in {{ klarna_in_list(refunded) }} then -amount_minor else amount_minor end) as net_fee_amount_minor
   from transactions
   where transaction_type in {{ klarna_in_list(charged + refunded) }}
-  group by fee_month, currency_code, transaction_type, coalesce(detailed_type, transaction_type)
+  group by source_relation, fee_month, currency_code, transaction_type, coalesce(detailed_type, transaction_type)
 )
 
 select
-  {{ dbt.concat(['fees.currency_code', "'|'", 'cast(fees.fee_month as ' ~ dbt.type_string() ~ ')', "'|'", 'fees.fee_type', "'|'", 'fees.fee_detailed_type']) }} as fee_key,
+  {{ dbt.concat(['fees.source_relation', "'|'", 'fees.currency_code', "'|'", 'cast(fees.fee_month as ' ~ dbt.type_string() ~ ')', "'|'", 'fees.fee_type', "'|'", 'fees.fee_detailed_type']) }} as fee_key,
+  fees.source_relation,
   fees.fee_month,
   fees.currency_code,
   fees.fee_type,
@@ -56,5 +60,6 @@ select
     / nullif(cast(sales.month_sale_amount_minor as {{ dbt.type_numeric() }}), 0) as fee_rate
 from fees
 left join sales
-  on sales.fee_month = fees.fee_month
+  on sales.source_relation = fees.source_relation
+  and sales.fee_month = fees.fee_month
   and sales.currency_code = fees.currency_code

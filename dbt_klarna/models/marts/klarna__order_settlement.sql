@@ -1,7 +1,11 @@
-{#- Where each order's money is: captured and refunded (Order Management API), settled in which
-    payouts (the order's transactions in payouts), waiting in pending transactions (not in a payout
-    yet), and what is still outstanding: captured minus refunded that no settlement transaction
-    (paid out or pending) accounts for yet. `_minor` in minor units, the others in major units. -#}
+{#- Where each order's money is, per store (source_relation): one row per order that Klarna returns or that a
+    settlement transaction names (paid out or pending). Captured and refunded (Order Management API),
+    settled in which payouts (the order's transactions in payouts), waiting in pending transactions (not in
+    a payout yet), and outstanding: captured minus refunded that no settlement transaction (paid out or
+    pending) accounts for yet. An order without details (Klarna no longer returns it, or only pending
+    transactions name it so far: the connector reads orders named by paid-out transactions) keeps its
+    settlement money, with has_order_details false, null captured/refunded/outstanding and the status
+    no_order_details. `_minor` in minor units, the others in major units. -#}
 {% set using_pending = var('klarna__using_pending_transactions', true) %}
 
 with orders as (
@@ -9,29 +13,31 @@ with orders as (
 ),
 
 captures as (
-  select order_id, count(*) as capture_count, sum(captured_amount_minor) as captures_amount_minor
+  select source_relation, order_id, count(*) as capture_count, sum(captured_amount_minor) as captures_amount_minor
   from {{ ref('stg_klarna__captures') }}
-  group by order_id
+  group by source_relation, order_id
 ),
 
 refunds as (
-  select order_id, count(*) as refund_count, sum(refunded_amount_minor) as refunds_amount_minor
+  select source_relation, order_id, count(*) as refund_count, sum(refunded_amount_minor) as refunds_amount_minor
   from {{ ref('stg_klarna__refunds') }}
-  group by order_id
+  group by source_relation, order_id
 ),
 
 settled_transactions as (
-  select order_id, payment_reference, payout_date, transaction_type, amount_minor, signed_amount_minor
+  select source_relation, order_id, payment_reference, payout_date, transaction_type, currency_code, amount_minor, signed_amount_minor
   from {{ ref('stg_klarna__transactions') }}
   where order_id is not null
 ),
 
 settled as (
   select
+    source_relation,
     order_id,
     count(distinct payment_reference) as payout_count,
     min(payout_date) as first_payout_date,
     max(payout_date) as last_payout_date,
+    min(currency_code) as currency_code,
     sum(case when transaction_type = 'SALE' then amount_minor else 0 end) as paid_out_sale_amount_minor,
     sum(case when transaction_type = 'RETURN' then amount_minor else 0 end) as paid_out_return_amount_minor,
     sum(case when transaction_type in {{ klarna_in_list(klarna_fee_types_charged()) }} then amount_minor
@@ -39,37 +45,42 @@ settled as (
              else 0 end) as paid_out_fee_amount_minor,
     sum(signed_amount_minor) as paid_out_net_amount_minor
   from settled_transactions
-  group by order_id
+  group by source_relation, order_id
 ),
 
 order_payouts as (
-  select distinct order_id, payment_reference
+  select distinct source_relation, order_id, payment_reference
   from settled_transactions
 ),
 
 payout_lists as (
   select
+    source_relation,
     order_id,
     {{ dbt.listagg('payment_reference', "', '", 'order by payment_reference') }} as payment_references
   from order_payouts
-  group by order_id
+  group by source_relation, order_id
 ),
 
 pending as (
   {%- if using_pending %}
   select
+    source_relation,
     order_id,
+    min(currency_code) as currency_code,
     count(*) as pending_transaction_count,
     sum(case when transaction_type = 'SALE' then amount_minor else 0 end) as pending_sale_amount_minor,
     sum(case when transaction_type = 'RETURN' then amount_minor else 0 end) as pending_return_amount_minor,
     sum(signed_amount_minor) as pending_net_amount_minor
   from {{ ref('stg_klarna__pending_transactions') }}
   where order_id is not null
-  group by order_id
+  group by source_relation, order_id
   {%- else %}
   {#- pending_transactions not synced: no row, same columns. #}
   select
+    cast(null as {{ dbt.type_string() }}) as source_relation,
     cast(null as {{ dbt.type_string() }}) as order_id,
+    cast(null as {{ dbt.type_string() }}) as currency_code,
     cast(0 as {{ dbt.type_bigint() }}) as pending_transaction_count,
     cast(0 as {{ dbt.type_bigint() }}) as pending_sale_amount_minor,
     cast(0 as {{ dbt.type_bigint() }}) as pending_return_amount_minor,
@@ -79,11 +90,21 @@ pending as (
   {%- endif %}
 ),
 
+order_keys as (
+  select source_relation, order_id from orders
+  union
+  select source_relation, order_id from settled
+  union
+  select source_relation, order_id from pending
+),
+
 joined as (
   select
-    orders.order_id,
+    order_keys.source_relation,
+    order_keys.order_id,
+    orders.order_id is not null as has_order_details,
     orders.status,
-    orders.currency_code,
+    coalesce(orders.currency_code, settled.currency_code, pending.currency_code) as currency_code,
     orders.purchase_country,
     orders.merchant_reference1,
     orders.created_at,
@@ -105,12 +126,13 @@ joined as (
     coalesce(pending.pending_sale_amount_minor, 0) as pending_sale_amount_minor,
     coalesce(pending.pending_return_amount_minor, 0) as pending_return_amount_minor,
     coalesce(pending.pending_net_amount_minor, 0) as pending_net_amount_minor
-  from orders
-  left join captures on captures.order_id = orders.order_id
-  left join refunds on refunds.order_id = orders.order_id
-  left join settled on settled.order_id = orders.order_id
-  left join payout_lists on payout_lists.order_id = orders.order_id
-  left join pending on pending.order_id = orders.order_id
+  from order_keys
+  left join orders on orders.source_relation = order_keys.source_relation and orders.order_id = order_keys.order_id
+  left join captures on captures.source_relation = order_keys.source_relation and captures.order_id = order_keys.order_id
+  left join refunds on refunds.source_relation = order_keys.source_relation and refunds.order_id = order_keys.order_id
+  left join settled on settled.source_relation = order_keys.source_relation and settled.order_id = order_keys.order_id
+  left join payout_lists on payout_lists.source_relation = order_keys.source_relation and payout_lists.order_id = order_keys.order_id
+  left join pending on pending.source_relation = order_keys.source_relation and pending.order_id = order_keys.order_id
 ),
 
 balanced as (
@@ -126,6 +148,7 @@ balanced as (
 select
   balanced.*,
   case
+    when not has_order_details then 'no_order_details'
     when captured_amount_minor = 0 then 'not_captured'
     when outstanding_amount_minor > 0 then 'awaiting_settlement'
     when outstanding_amount_minor < 0 then 'over_settled'

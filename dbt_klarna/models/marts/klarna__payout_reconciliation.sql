@@ -1,4 +1,4 @@
-{#- One row per payout: its totals (as Klarna reports them) against the sums of its transactions by
+{#- One row per payout (per store: source_relation): its totals (as Klarna reports them) against the sums of its transactions by
     type, the difference, and the amount to match against the bank statement. Amounts `_minor` are
     integers in minor units (exact comparison); the others are in major units of currency_code. -#}
 {% set type_fields = klarna_type_total_fields() %}
@@ -10,6 +10,7 @@ with payouts as (
 
 sums as (
   select
+    source_relation,
     payment_reference,
     count(*) as transaction_count,
     {%- for field in type_fields %}
@@ -18,11 +19,12 @@ sums as (
     sum(signed_amount_minor) as transactions_settlement_amount_minor,
     sum(case when totals_field is null then 1 else 0 end) as unknown_type_count
   from {{ ref('stg_klarna__transactions') }}
-  group by payment_reference
+  group by source_relation, payment_reference
 ),
 
 compared as (
   select
+    payouts.source_relation,
     payouts.payment_reference,
     payouts.payout_date,
     payouts.currency_code,
@@ -41,7 +43,8 @@ compared as (
     payouts.closing_debt_balance_amount_minor as totals_closing_debt_balance_amount_minor
   from payouts
   left join sums
-    on sums.payment_reference = payouts.payment_reference
+    on sums.source_relation = payouts.source_relation
+    and sums.payment_reference = payouts.payment_reference
 ),
 
 checked as (

@@ -1,14 +1,10 @@
 with latest as (
-  {{ klarna_latest_rows(source('klarna', 'transactions'), ['transaction_key']) }}
-),
-
-typed as (
-  select
+  {% call klarna_latest_rows('transactions', ['transaction_key']) %}
     {{ klarna_transaction_columns(in_payout=true) }}
-  from latest
+  {% endcall %}
 )
 
 select
-  typed.*,
+  latest.*,
   {{ klarna_transaction_major_units() }}
-from typed
+from latest
