@@ -184,7 +184,7 @@ RAW_COLUMNS = {  # the columns of each stream table the dbt_klarna staging model
                                                                   "holdback", "release", "repay", "fee_correction", "settlement"))),
     "orders": ("order_id", "status", "fraud_status", "purchase_currency", "purchase_country", "locale", "klarna_reference",
                "merchant_reference1", "merchant_reference2", "created_at", "expires_at", "payout_date", "order_amount",
-               "original_order_amount", "captured_amount", "refunded_amount", "remaining_authorized_amount"),
+               "original_order_amount", "captured_amount", "refunded_amount", "remaining_authorized_amount", "_ab_cdc_deleted_at"),
     "captures": ("capture_id", "order_id", "captured_at", "payout_date", "reference", "klarna_reference", "description",
                  "captured_amount", "refunded_amount"),
     "refunds": ("refund_id", "order_id", "refunded_at", "payout_date", "reference", "description", "credit_invoice",

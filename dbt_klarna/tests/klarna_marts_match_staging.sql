@@ -33,13 +33,16 @@ pending_sums as (
 
 fee_sums as (
   select
-    source_relation,
-    currency_code,
-    sum(case when transaction_type in {{ klarna_in_list(klarna_fee_types_charged()) }} then amount_minor
-             when transaction_type in {{ klarna_in_list(klarna_fee_types_refunded()) }} then -amount_minor
+    transactions.source_relation,
+    coalesce(transactions.currency_code, payouts.currency_code) as currency_code,
+    sum(case when transactions.transaction_type in {{ klarna_in_list(klarna_fee_types_charged()) }} then transactions.amount_minor
+             when transactions.transaction_type in {{ klarna_in_list(klarna_fee_types_refunded()) }} then -transactions.amount_minor
              else 0 end) as net_minor
   from transactions
-  group by source_relation, currency_code
+  left join {{ ref('stg_klarna__payouts') }} as payouts
+    on payouts.source_relation = transactions.source_relation
+    and payouts.payment_reference = transactions.payment_reference
+  group by transactions.source_relation, coalesce(transactions.currency_code, payouts.currency_code)
 ),
 
 mart_fees as (
