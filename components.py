@@ -3,19 +3,10 @@
 This one file is what Airbyte's manifest-only runtime and the Connector Builder load beside the manifest (as
 `source_declarative_manifest.components`), and what the `source-klarna` package runs: it imports only the standard
 library and the CDK (and what it brings: requests, orjson), uses their public APIs only, and has no `from __future__
-import annotations` (the runtime exec()s its text). Its sections, in order:
-
-1. Per sync: `PerSync`, what the streams of one sync share (the pacer, the probe, the failures, the orders).
-2. Answers and pages: `parsed_body`, `answer_problem`, `KlarnaItemsExtractor`, `KlarnaOffsetPagination`.
-3. Errors: `SyncFailures` and `KlarnaFailure` (a failing API is asked no more; one error per cause),
-   `KlarnaErrorHandler`.
-4. Rate limit: `RateLimitPacer`.
-5. Config and auth: `config_problem`, `StartDateCheck`, `PacedBasicHttpAuthenticator` (Basic auth paced, the token
-   masked, what a user can fix found by one probe request before any stream reads, the disputes' merchant id).
-6. Settlements: `TransactionKeyAndPayout`, `UnreadPayoutsPartitionRouter`, `EachKeyOncePerSync`.
-7. Orders, captures and refunds: `OrderItemsRetriever` over the sync's `OrderFetcher`, read once by `OneReadPerSync`.
-8. States: `UsableState`, `NestedParentStateMigration`.
-9. Personal data: `RemoveFieldsUnlessConfigured`."""
+import annotations` (the runtime exec()s its text). Sections: 1. what one sync shares (`PerSync`); 2. answers and
+pages; 3. errors (`SyncFailures`, `KlarnaFailure`, `KlarnaErrorHandler`); 4. the rate limit (`RateLimitPacer`); 5.
+config and auth (`config_problem`, `StartDateCheck`, `PacedBasicHttpAuthenticator`); 6. settlements; 7. orders,
+captures and refunds (`OrderItemsRetriever`, `OrderFetcher`, `OneReadPerSync`); 8. states; 9. personal data."""
 
 import hashlib
 import itertools
@@ -34,7 +25,7 @@ import zlib
 from collections import OrderedDict
 from dataclasses import InitVar, dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Dict, Generic, Iterable, List, Mapping, MutableMapping, Optional, Sequence, Set, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, MutableMapping, Optional, Sequence, Set, Tuple, Union
 from urllib.parse import parse_qs, quote, urljoin, urlparse, urlsplit
 
 import orjson
@@ -63,25 +54,17 @@ LOGGER = logging.getLogger("airbyte.source_klarna")
 
 # ---------------------------------------------------------------------------------------------------- 1. Per sync
 
-PerSyncObject = TypeVar("PerSyncObject")
-
-
-class PerSync(Generic[PerSyncObject]):
-    """One object per sync, for what every stream of a sync shares, made by `factory` (or the `make` of the first
-    caller) on first use.
-
+class PerSync:
+    """One object per sync, for what every stream of a sync shares, made by `factory` (or the first caller's `make`).
     Components hold no reference to their source, but every component of one sync is built with the source's one
-    config object, so its identity names the sync. An entry holds its config, so the id() it is keyed by cannot be
-    reused while the entry lives. A process runs one sync (tests run several, one after another): the `capacity` most
-    recent syncs are kept, an older one's object is closed."""
+    config object, so its identity names the sync; an entry holds its config, so its id() is not reused meanwhile.
+    The `capacity` most recent syncs are kept (a process runs one; tests several), an older one's object closed."""
 
-    def __init__(self, factory: Optional[Callable[[], PerSyncObject]] = None, capacity: int = 4) -> None:
-        self._factory = factory
-        self._capacity = capacity
-        self._entries: "OrderedDict[int, Tuple[Any, PerSyncObject]]" = OrderedDict()
-        self._lock = threading.Lock()
+    def __init__(self, factory: Optional[Callable[[], Any]] = None, capacity: int = 4) -> None:
+        self._factory, self._capacity, self._lock = factory, capacity, threading.Lock()
+        self._entries: "OrderedDict[int, Tuple[Any, Any]]" = OrderedDict()
 
-    def of(self, config: Any, make: Optional[Callable[[], PerSyncObject]] = None) -> PerSyncObject:
+    def of(self, config: Any, make: Optional[Callable[[], Any]] = None) -> Any:
         with self._lock:
             entry = self._entries.get(id(config))
             if entry is None or entry[0] is not config:
@@ -112,11 +95,10 @@ _BODIES_LOCK = threading.Lock()
 
 
 def parsed_body(response: requests.Response) -> Any:
-    """The response's JSON, parsed once with orjson (`_UNPARSABLE` for a body that is not JSON).
-
-    The error handler checks a page's shape before the paginator and the extractor read it; each used to parse the
-    body again (the CDK's HttpResponseFilter with the standard library's json, ~15 % of a transactions sync's CPU
-    time). Kept in a weak map, so a body lives as long as its response."""
+    """The response's JSON, parsed once with orjson (`_UNPARSABLE` for a body that is not JSON), kept as long as the
+    response lives. The error handler checks a page's shape before the paginator and the extractor read it, and the
+    CDK's HttpResponseFilter would parse each body again with the standard library (~15 % of a transactions sync's
+    CPU)."""
     with _BODIES_LOCK:
         body = _BODIES.get(response)
     if body is None:
@@ -139,12 +121,10 @@ def _requested_page_size(response: requests.Response) -> Optional[int]:
 
 
 def answer_problem(body: Any, expect: str, items_field: Optional[str] = None, page_size: Optional[int] = None) -> Optional[str]:
-    """Why a 2xx answer is not `expect` ("page", "list" or "order"), or None when it is.
-
-    Klarna's OpenAPI makes only `pagination.count` required, so two shapes are read where their meaning is
-    unambiguous: a page without a `pagination` block whose list is shorter than the page asked for (`page_size`) is
-    the last page, and a null list with `pagination.count` 0 is an empty page. A full page without `pagination` (more
-    may follow) and a null list with a count are problems."""
+    """Why a 2xx answer is not `expect` ("page", "list" or "order"), or None when it is. Klarna's OpenAPI makes only
+    `pagination.count` required, so two shapes are read where their meaning is unambiguous: a page without a
+    `pagination` block shorter than the page asked for (`page_size`) is the last, and a null list with `count` 0 is
+    empty. A full page without `pagination` (more may follow) and a null list with a count are problems."""
     if body is _UNPARSABLE:
         return "not JSON: cut short, or not Klarna's"
     if expect == "list":
@@ -169,12 +149,10 @@ def answer_problem(body: Any, expect: str, items_field: Optional[str] = None, pa
 
 @dataclass
 class KlarnaItemsExtractor(RecordExtractor):
-    """The rows of a Klarna collection page, `{"<items_field>": [...], "pagination": {...}}`.
-
-    The CDK's DpathExtractor finds a top-level field with `dpath.get`, which folds over every node of the body (every
-    field of every row) to look for glob matches: py-spy put it at 11 % of a transactions sync's CPU time. A dict
-    lookup gives the same list. The page's shape is vouched for before this runs (KlarnaErrorHandler,
-    `answer_problem`). It can go when DpathExtractor looks a plain top-level key up directly."""
+    """The rows of a Klarna collection page, `{"<items_field>": [...], "pagination": {...}}`, from the body
+    `parsed_body` kept. The CDK's DpathExtractor decodes the body again and finds a top-level field with `dpath.get`,
+    which folds over every field of every row looking for glob matches (py-spy: 11 % of a transactions sync's CPU);
+    a dict lookup gives the same list. It can go when DpathExtractor looks a plain top-level key up directly."""
 
     config: Config
     parameters: InitVar[Mapping[str, Any]]
@@ -186,19 +164,16 @@ class KlarnaItemsExtractor(RecordExtractor):
     def extract_records(self, response: requests.Response) -> Iterable[MutableMapping[Any, Any]]:
         body = parsed_body(response)
         items = body.get(self.items_field) if isinstance(body, dict) else None
-        if isinstance(items, list):
-            yield from items
+        yield from items if isinstance(items, list) else ()
 
 
 @dataclass
 class KlarnaOffsetPagination(PaginationStrategy):
     """Offset pages that stop on Klarna's own numbers: the next offset is the one asked for plus the page's `count`
-    (never Klarna's optional `offset` echo), and the last page is where offset + count reaches `total` (optional too:
-    without it, a short page), or an empty one.
-
-    The CDK's OffsetIncrement stops only on a page shorter than the page size: it asks once more (for an empty page)
-    whenever a list's length is a multiple of 500, and it never checks Klarna's `total`, so a page that comes back
-    short of what `total` promises (a proxy cutting a list) would end the stream silently."""
+    (never Klarna's optional `offset` echo); the last page is where offset + count reaches `total` (without it, a
+    short page), or an empty one. The CDK's OffsetIncrement stops only on a short page: one more request (for an
+    empty page) whenever a list's length is a multiple of 500, and no check against `total`, so a page cut short
+    (a proxy) would end the stream silently."""
 
     config: Config
     parameters: InitVar[Mapping[str, Any]]
@@ -212,8 +187,7 @@ class KlarnaOffsetPagination(PaginationStrategy):
                         last_page_token_value: Optional[Any] = None, page_size_override: Optional[int] = None,
                         stream_slice: Optional[StreamSlice] = None) -> Optional[Any]:
         body = parsed_body(response)
-        pagination = body.get("pagination") if isinstance(body, dict) else None
-        pagination = pagination if isinstance(pagination, dict) else {}
+        pagination = body["pagination"] if isinstance(body, dict) and isinstance(body.get("pagination"), dict) else {}
         count = pagination.get("count")
         # Without Klarna's count the page is the last: the error handler lets only a short page without one through.
         if not isinstance(count, int) or isinstance(count, bool) or count <= 0:
@@ -231,21 +205,18 @@ class KlarnaOffsetPagination(PaginationStrategy):
 # ------------------------------------------------------------------------------------------------------ 3. Errors
 
 def klarna_api(url: str) -> str:
-    """The Klarna endpoint a URL names, e.g. /settlements/v1/transactions or /ordermanagement/v1/orders: what a failure
-    stops (see SyncFailures) and how it is named."""
+    """The endpoint a URL names (/settlements/v1/transactions, /ordermanagement/v1/orders ...): what a failure stops."""
     found = re.search(r"/(settlements|ordermanagement|disputes)/v\d+/[a-z_]+(/summary)?", urlsplit(url).path)
     return found.group(0) if found else urlsplit(url).path or url
 
 
 class KlarnaFailure(AirbyteTracedException):
-    """A request Klarna answered for good with a failure, or one not sent because its API is down; reported once per
-    cause (the API and what failed).
-
-    The CDK's concurrent reader turns every exception of every partition into an error trace, and its closing
-    summary repeats each exception's repr: one outage of an API read in 199 partitions gave 199 traces, each with
-    the CDK's HttpClient text (the request and every response header). So the first exception of a cause in a sync
-    renders as the error trace, the others as a warning naming their stream, and the repr is the sentence. The
-    partitions still fail: their state is not committed, so the next sync reads what they did not."""
+    """A request that failed for good, or one not sent because its API is down: reported once per cause (the API and
+    what failed). The CDK's concurrent reader makes an error trace of every partition's exception and its closing
+    summary repeats each one's repr (an outage met by 199 partitions: 199 traces, each with the CDK's HttpClient
+    text, the request and every response header). So the first of a cause renders as the error trace, the others
+    as a warning naming their stream, and the repr is the sentence. The partitions still fail: their state is not
+    committed, and the next sync reads what they did not."""
 
     def __init__(self, message: str, failure_type: FailureType, cause: Tuple[str, str], failures: "SyncFailures") -> None:
         super().__init__(internal_message=message, message=message, failure_type=failure_type)
@@ -263,41 +234,35 @@ class KlarnaFailure(AirbyteTracedException):
 
 
 class SyncFailures:
-    """What failed in one sync: each request's attempts, each API's last answer that was not a failure, the APIs
-    the sync stopped asking, the causes already reported.
-
-    An API is down when one request went through all its retries, or failed for good, with no request to that API
-    answered meanwhile (since that request was first sent): from then on the authenticator sends it nothing (a
-    KlarnaFailure of the same cause), instead of every partition retrying in full on the merchant's shared rate limit
-    (an Order Management outage used to keep a sync asking for hours). A failing request among answered ones is only
-    itself: it gets all its retries. The CDK's HttpClient offers neither: its retries are per request, and its
-    `max_time` per request too."""
+    """One sync's failures: each request's attempts, when each API last answered, the APIs it stopped asking, the
+    causes reported. An API is down when a request failed for good (through its last retry, or a FAIL) and nothing
+    of it answered since that request was sent: the authenticator then sends it nothing more, instead of every
+    partition retrying in full on the merchant's shared limit (an Order Management outage kept a sync asking for
+    hours). A failing request among answered ones gets all its retries. The CDK's HttpClient retries per request."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._attempts: "weakref.WeakKeyDictionary[Any, List[float]]" = weakref.WeakKeyDictionary()  # request -> [failed, first sent]
         self._answered: Dict[str, float] = {}  # api -> monotonic time of its last answer that was not a failure
         self._down: Dict[str, KlarnaFailure] = {}
-        self._reported: Set[Any] = set()
+        self._reported: Set[Any] = set()  # causes
 
-    def sent(self, request: Any) -> None:
-        """`request` goes out (its first attempt, or a retry)."""
+    def sent(self, request: Any) -> None:  # its first attempt, or a retry
         with self._lock:
             self._attempts.setdefault(request, [0, time.monotonic()])
 
-    def tracked(self, request: Any, url: str) -> Any:
-        """The request an answer belongs to, as sent: `request` itself (requests' adapters hand back the one sent), else
-        the one in flight to `url` (an adapter may wrap it, as requests-mock does); None for neither (a body cut short
-        carries no request: its retries are the CDK's, each partition reporting its own)."""
+    def answer(self, request: Any, url: str) -> Tuple[Any, int]:
+        """The request an answer belongs to, as sent, and the answer's number for it (1 for its first): `request`
+        itself (requests' adapters hand back the one sent), else the one in flight to `url` (an adapter may wrap it,
+        as requests-mock does); (None, 1) for neither (a body cut short carries no request: its retries are the
+        CDK's, each partition reporting its own)."""
         with self._lock:
-            if request is not None and request in self._attempts:
-                return request
-            return next((sent for sent in list(self._attempts.keys()) if str(sent.url) == url), None) if url else None
-
-    def attempt(self, request: Any) -> int:
-        """The number of the answer being judged for a tracked `request` (1 for its first; 1 for None)."""
-        with self._lock:
-            return int(self._attempts[request][0]) + 1 if request is not None and request in self._attempts else 1
+            if request is None or request not in self._attempts:
+                request = next((sent for sent in list(self._attempts.keys()) if str(sent.url) == url), None) if url else None
+            if request is None:
+                return None, 1
+            self._attempts[request][0] += 1
+            return request, int(self._attempts[request][0])
 
     def answered(self, api: str, request: Any) -> None:
         with self._lock:
@@ -305,14 +270,7 @@ class SyncFailures:
             if request is not None:
                 self._attempts.pop(request, None)
 
-    def failed(self, request: Any) -> None:
-        with self._lock:
-            if request is not None and request in self._attempts:
-                self._attempts[request][0] += 1
-
     def give_up(self, api: str, request: Any, message: str, failure_type: FailureType, kind: str) -> KlarnaFailure:
-        """The failure to raise for `request`; the API is down from now on when nothing of it was answered since the
-        request was first sent."""
         with self._lock:
             since = self._attempts.pop(request, [0, time.monotonic()])[1] if request is not None else time.monotonic()
             if api in self._down:
@@ -325,7 +283,6 @@ class SyncFailures:
             return KlarnaFailure(message, failure_type, (api, kind), self)
 
     def stop_if_down(self, api: str) -> None:
-        """Raises (the cause that stopped it) when this sync stopped asking `api`."""
         with self._lock:
             down = self._down.get(api)
         if down is not None:
@@ -338,32 +295,7 @@ class SyncFailures:
             return first
 
 
-FAILURES: "PerSync[SyncFailures]" = PerSync(SyncFailures)
-
-
-def _paging_refused(response: requests.Response) -> Optional[str]:
-    """Klarna's reason when a 400 is about the page size or offset, which only the connector chooses."""
-    if response.status_code != 400:
-        return None
-    body = parsed_body(response)
-    if not isinstance(body, dict):
-        return None
-    reasons = "; ".join(str(m) for m in body.get("error_messages") or [])
-    lowered = reasons.lower()
-    return reasons if ("size" in lowered or "offset" in lowered) else None
-
-
-def _exception_chain(exception: BaseException) -> List[BaseException]:
-    """The exception and what caused it, through requests' and urllib3's wrappers."""
-    chain: List[BaseException] = []
-    current: Optional[BaseException] = exception
-    while current is not None and current not in chain and len(chain) < 10:
-        chain.append(current)
-        wrapped = getattr(current, "reason", None)
-        if not isinstance(wrapped, BaseException):
-            wrapped = current.args[0] if current.args and isinstance(current.args[0], BaseException) else None
-        current = current.__cause__ or current.__context__ or wrapped
-    return chain
+FAILURES: PerSync = PerSync(SyncFailures)
 
 
 # getaddrinfo's answers for a name that does not exist (EAI_AGAIN, a resolver that did not answer, is left to retries).
@@ -375,16 +307,22 @@ def deterministic_transport_failure(exception: BaseException, url: str, config: 
     certificate this machine refuses), or None for one a retry may cure."""
     host = urlsplit(url).hostname or url
     override = config.get("base_url_override") if isinstance(config, Mapping) else None
-    for cause in _exception_chain(exception):
+    cause: Optional[BaseException] = exception
+    for _ in range(10):  # down the chain of causes, through requests' and urllib3's wrappers (`reason`, `args[0]`)
+        if cause is None:
+            return None
         if isinstance(cause, socket.gaierror) and cause.errno in _UNKNOWN_NAME_ERRNOS:
             where = f"check base_url_override ({override})" if override else (
                 "check this machine's DNS and network path to Klarna (platform and region pick the host)")
             return f"The host {host} of {url} does not resolve ({cause.strerror}): {where}."
         if isinstance(cause, ssl.SSLCertVerificationError):
-            reason = cause.verify_message or str(cause)
-            return (f"{host} presented a TLS certificate this machine does not trust ({reason}) for {url}. If a proxy between "
+            return (f"{host} presented a TLS certificate this machine does not trust ({cause.verify_message or cause}) for {url}. If a proxy between "
                     f"this machine and {host} inspects TLS, add its CA certificate to the trust store (REQUESTS_CA_BUNDLE); "
                     "otherwise check base_url_override.")
+        wrapped = getattr(cause, "reason", None)
+        if not isinstance(wrapped, BaseException):
+            wrapped = cause.args[0] if cause.args and isinstance(cause.args[0], BaseException) else None
+        cause = cause.__cause__ or cause.__context__ or wrapped
     return None
 
 
@@ -403,24 +341,20 @@ def foreign_page_message(response: requests.Response, url: str, what: str, times
 @dataclass
 class KlarnaErrorHandler(DefaultErrorHandler):
     """The manifest's DefaultErrorHandler (its filters, retries and backoff), plus what a filter can only judge slowly
-    (a Jinja predicate parsing every page again) or not at all, and an end to a request that fails for good in the
-    connector's own words:
-
-    - A 2xx that is not what the endpoint answers (`expect`: a page of `parameters.items_field`, the summaries' list,
-      or an order; see `answer_problem`) is retried, and fails naming the URL on the request's third answer in a row:
-      stopping there would be a silent partial sync, and waiting through six backoffs for an answer that will not
-      change (an HTML page from a proxy or captive portal) only delays the error. Not JSON at all is a config error
-      (something other than Klarna answers); JSON of the wrong shape a system error to report.
-    - A 400 about the page size or offset is the connector's fault: a system error asking to report it, instead of the
+    (a Jinja predicate parsing every page again) or not at all:
+    - A 2xx that is not what the endpoint answers (`expect`: a page of `parameters.items_field`, the summaries'
+      list, an order; `answer_problem`) is retried, and fails naming the URL on the request's third answer in a
+      row: stopping would be a silent partial sync, and six backoffs for an answer that will not change (a proxy's
+      HTML page) only delay the error. Not JSON at all is a config error; JSON of another shape one to report.
+    - A 400 about the page size or offset is the connector's fault: a system error asking to report it, not the
       config error "check start_date" other 400s get.
     - A host that does not resolve and a TLS certificate this machine refuses fail at once, as config errors naming
-      the host and the fix, instead of being retried like a reset connection; a reset, a cut body or a timeout keeps
-      the retries, worded with the URL (the CDK's names only the exception).
+      the host and the fix; a reset, a cut body or a timeout keeps its retries, worded with the URL.
     - A request that fails for good (a FAIL, or a failure on its last retry) raises a KlarnaFailure with the
-      filter's sentence, which may stop its API for the rest of the sync (SyncFailures). Handed back as a FAIL, the
-      CDK's HttpClient would log the response's headers and put them into the exception; at its last retry, it
-      would raise "Exhausted available request attempts" with the request in its text.
-    - An IGNORE outside Order Management (a Disputes API a merchant is not enrolled in) warns once per sync."""
+      filter's sentence, which may stop its API for the sync (SyncFailures). Handed a FAIL, the CDK's HttpClient
+      would log the response's headers and put them into its exception; at the last retry it would raise
+      "Exhausted available request attempts" with the request in its text.
+    - An IGNORE outside Order Management (a Disputes API the merchant is not enrolled in) warns once per sync."""
 
     expect: str = "page"
     items_field: Optional[str] = None
@@ -436,8 +370,7 @@ class KlarnaErrorHandler(DefaultErrorHandler):
         sent = getattr(response_or_exception, "request", None)
         url = str(getattr(sent, "url", None) or getattr(response_or_exception, "url", None) or "")
         api = klarna_api(url) if url else klarna_api(self._served_path())
-        request = failures.tracked(sent, url)
-        attempt = failures.attempt(request)
+        request, attempt = failures.answer(sent, url)
         resolution = self._resolution(response_or_exception, attempt)
         action = resolution.response_action
         if action in (ResponseAction.SUCCESS, ResponseAction.IGNORE):
@@ -445,7 +378,6 @@ class KlarnaErrorHandler(DefaultErrorHandler):
             if action == ResponseAction.IGNORE and self.expect != "order" and failures.first_report((api, "ignored")):
                 LOGGER.warning(resolution.error_message)
             return resolution
-        failures.failed(request)
         if action == ResponseAction.FAIL or (request is not None and attempt > int(self.max_retries or 0)):
             kind = str(getattr(response_or_exception, "status_code", None) or type(response_or_exception).__name__)
             message = resolution.error_message or f"Klarna did not answer {url.split('?', 1)[0]} properly through every retry."
@@ -462,11 +394,12 @@ class KlarnaErrorHandler(DefaultErrorHandler):
                 problem = answer_problem(parsed_body(response), self.expect, self._items_field, _requested_page_size(response))
                 if problem:
                     return self._foreign_answer(response, url, problem, attempt)
-            reasons = _paging_refused(response)
-            if reasons:
+            body = parsed_body(response)  # a 400 about the page size or offset, which only the connector chooses
+            reasons = "; ".join(str(m) for m in body.get("error_messages") or []) if isinstance(body, dict) else ""
+            if response.status_code == 400 and ("size" in reasons.lower() or "offset" in reasons.lower()):
                 return ErrorResolution(ResponseAction.FAIL, FailureType.system_error,
                     f"Klarna refused the page size or offset the connector asked {url} for (HTTP 400): {reasons} "
-                    f"(correlation_id {parsed_body(response).get('correlation_id')}). No setting fixes this: report it "
+                    f"(correlation_id {body.get('correlation_id')}). No setting fixes this: report it "
                     "to the connector's maintainers with this correlation_id.")
         return super().interpret_response(response_or_exception)
 
@@ -479,10 +412,9 @@ class KlarnaErrorHandler(DefaultErrorHandler):
         action = ResponseAction.RETRY if times < self.FOREIGN_ANSWERS_BEFORE_FAILING else ResponseAction.FAIL
         return ErrorResolution(action, FailureType.config_error if page else FailureType.system_error, message)
 
-    def _served_path(self) -> str:
-        """The endpoint this handler serves, for a failure that carries no request (a body cut short)."""
-        return {"page": f"/settlements/v1/{self._items_field}", "list": "/settlements/v1/payouts/summary"}.get(
-            self.expect, "/ordermanagement/v1/orders/{order_id}")
+    def _served_path(self) -> str:  # the endpoint, for a failure that carries no request (a body cut short)
+        page = "/disputes/v2/disputes" if self._items_field == "disputes" else f"/settlements/v1/{self._items_field}"
+        return {"page": page, "list": "/settlements/v1/payouts/summary"}.get(self.expect, "/ordermanagement/v1/orders/{order_id}")
 
     def _transport_failure(self, exception: requests.RequestException) -> ErrorResolution:
         full_url = str(getattr(getattr(exception, "request", None), "url", "") or "")
@@ -511,40 +443,26 @@ def _header_number(response: requests.Response, name: str) -> Optional[float]:
 
 def _window_seconds(response: requests.Response) -> Optional[float]:
     """The `w=` parameter of X-Ratelimit-Limit (the window Klarna counts in), or None."""
-    for part in str(response.headers.get(RATE_LIMIT_HEADER) or "").replace(",", ";").split(";"):
-        name, _, value = part.strip().partition("=")
-        if name == "w":
-            try:
-                return float(value) if float(value) > 0 else None
-            except ValueError:
-                return None
-    return None
+    found = re.search(r"(?:^|[;,])\s*w=([0-9]*\.?[0-9]+)", str(response.headers.get(RATE_LIMIT_HEADER) or ""))
+    return float(found.group(1)) if found and float(found.group(1)) > 0 else None
 
 
 class RateLimitPacer:
     """Spends a Klarna merchant's rate limit politely: at most `cap` requests/s, and no more than the merchant's other
-    traffic leaves, less a reserve, however Klarna counts.
-
-    Klarna counts its limit per merchant (its checkout, captures and refunds share it); once over it, every request of
-    the merchant gets 429 until the limit frees up, so 429s are not how to find the limit. How Klarna counts is not
-    documented (fixed windows, a sliding window and a token bucket all fit its headers), so nothing here depends on
-    it. Every answer says what is left: `X-Ratelimit-Remaining` (R) of `X-Ratelimit-Limit: 200, 200;w=1` (L per w
-    seconds). Whatever the accounting, the merchant is safe while R stays above the reserve T = L x reserve, left for
-    its own bursts. So the rate is a feedback loop on the lowest R of each period of w seconds (m): up by half of what
-    was left unused above T (m - T, per w), down by half of what was missing. At m = T the connector takes all but the
-    reserve: its cap with no other traffic (L x (1 - reserve), or max_requests_per_second if lower), else what the
-    others leave. An answer more than one request below T cuts the rate by a third at once (a step or burst of the
-    others' traffic does not wait for the period's end); one at T/2 or less, or a 429, holds every request until the
-    limit resets (Retry-After, else X-Ratelimit-Reset). It starts from the first answer with R (the probe's, before
-    any stream reads; before it, a twentieth of L): a fifth of what R leaves above T, since a fixed window's first
-    answer cannot show the others' share yet, then the first period adds all that it left unused above T (later ones
-    half). A floor of 1 % of L keeps a sync moving when the others leave nothing; answers without the headers (a proxy
-    that drops them) run it at its cap.
-    Requests are spaced 1/rate apart, never in bursts. Thread safe: one pacer serves every stream of a sync.
-
-    Why not the manifest's `api_budget` (HTTPAPIBudget): it reads `ratelimit_remaining_header`, but takes the reset
-    header for an epoch (Klarna's is seconds to the reset), its FixedWindow can only lower its count and its
-    MovingWindow acts only at 0 remaining, and it keeps no reserve for the merchant's checkout."""
+    traffic leaves, less a reserve, however Klarna counts. Klarna counts per merchant (its checkout shares the
+    limit) and, once over it, answers every request of the merchant 429: 429s are not how to find the limit. Its
+    counting is not documented, but every answer says what is left: `X-Ratelimit-Remaining` (R) of
+    `X-Ratelimit-Limit: 200, 200;w=1` (L per w s); the merchant is safe while R stays above T = L x reserve. So the
+    rate follows the lowest R of each period of w s (m): up by half of m - T per w, down by half of what was missing
+    (at m = T, the cap with no other traffic: L - T or max_requests_per_second; else what the others leave). An
+    answer more than one request below T cuts it by a third; one at T/2 or less, or a 429, holds every request until
+    the limit resets (Retry-After, else X-Ratelimit-Reset). The first answer with R (the probe's; before it, L/20)
+    starts it at a fifth of R - T (a fixed window's first answer cannot show the others yet), and the first period
+    adds all it left unused above T. A floor of 1 % of L keeps a sync moving; answers without the headers run it at
+    its cap. Requests are spaced 1/rate apart. Thread safe: one pacer serves every stream of a sync. Why not the
+    manifest's `api_budget` (HTTPAPIBudget): it reads `ratelimit_remaining_header`, but takes the reset header for
+    an epoch (Klarna's is seconds to the reset), its FixedWindow can only lower its count and its MovingWindow acts
+    only at 0 remaining, and it keeps no reserve for the merchant's checkout."""
 
     SLOW_START_SHARE, FIRST_SHARE, FIRST_GAIN, FLOOR_SHARE, GAIN, CUT, NAP = 0.05, 0.2, 1.0, 0.01, 0.5, 2 / 3, 0.25
 
@@ -556,26 +474,17 @@ class RateLimitPacer:
         self._window = 1.0
         self._clock, self._sleep = clock, sleep
         self._lock = threading.Lock()
-        self._next_send = 0.0
-        self._last_sent = -1.0
-        self._hold_until = 0.0
+        self._next_send, self._last_sent, self._hold_until = 0.0, -1.0, 0.0
         self._period_start: Optional[float] = None
         self._lowest: Optional[float] = None  # the lowest Remaining of the current period
-        self._cut_in_period = False
-        self._seen_headers = False
-        self._periods = 0
+        self._cut_in_period, self._seen_headers, self._periods = False, False, 0
         self._generation = 0  # turns handed out before the rate changed are of an older generation
-        self._rate = min(self.cap, self._limit * self.SLOW_START_SHARE / self._window)  # requests per second
+        self.rate = min(self.cap, self._limit * self.SLOW_START_SHARE / self._window)  # requests per second, now
 
     @property
-    def cap(self) -> float:
-        """The limit less the reserve, or the config's max_requests_per_second if lower."""
+    def cap(self) -> float:  # the limit less the reserve, or the config's max_requests_per_second if lower
         reserved = self._limit * (1 - self._reserve) / self._window
         return min(self._explicit_cap, reserved) if self._explicit_cap else reserved
-
-    @property
-    def rate(self) -> float:
-        return self._rate
 
     def wait_turn(self) -> None:
         """Blocks until this request may go out. A turn handed out before the rate changed (a hold, a cut, a rise) is
@@ -585,7 +494,7 @@ class RateLimitPacer:
             with self._lock:
                 now = self._clock()
                 slot = max(now, self._next_send, self._hold_until)
-                self._next_send = slot + 1.0 / self._rate
+                self._next_send = slot + 1.0 / self.rate
                 generation = self._generation
             while True:
                 now = self._clock()
@@ -598,8 +507,7 @@ class RateLimitPacer:
                         self._last_sent = max(self._last_sent, slot)
                         return
 
-    def observe(self, response: requests.Response) -> None:
-        """Learns from one answer (any status): its rate-limit headers, and a 429's wait."""
+    def observe(self, response: requests.Response) -> None:  # learns from one answer (any status): its headers, a 429's wait
         headers = (RATE_LIMIT_HEADER, REMAINING_HEADER, RESET_HEADER, "Retry-After")
         limit, remaining, reset, retry_after = (_header_number(response, name) for name in headers)
         window = _window_seconds(response)
@@ -611,7 +519,7 @@ class RateLimitPacer:
             if response.status_code == 429:
                 self._hold(now, now + (max(retry_after, 0.0) if retry_after is not None else until_reset))
             if remaining is None:
-                self._set_rate(now, min(self._rate, self.cap) if self._seen_headers else self.cap)
+                self._set_rate(now, min(self.rate, self.cap) if self._seen_headers else self.cap)
                 return
             target = self._limit * self._reserve
             if not self._seen_headers:  # the first answer that says what is left: start there
@@ -622,41 +530,37 @@ class RateLimitPacer:
             # One request of slack: a window boundary between two turns spaced at the cap lets one more in.
             if remaining < target - 1 and not self._cut_in_period:
                 self._cut_in_period = True
-                self._set_rate(now, self._rate * self.CUT)
+                self._set_rate(now, self.rate * self.CUT)
             self._lowest = remaining if self._lowest is None else min(self._lowest, remaining)
             if self._period_start is None:
                 self._period_start = now
             elif now - self._period_start >= self._window:
                 gain = self.FIRST_GAIN if self._periods == 0 else self.GAIN
-                self._set_rate(now, self._rate + gain * (self._lowest - target) / self._window)
+                self._set_rate(now, self.rate + gain * (self._lowest - target) / self._window)
                 self._period_start, self._lowest, self._cut_in_period = now, None, False
                 self._periods += 1
 
     def _set_rate(self, now: float, rate: float) -> None:
         rate = min(self.cap, max(rate, max(1.0, self._limit * self.FLOOR_SHARE) / self._window))
-        if rate != self._rate:
-            self._rate = rate
+        if rate != self.rate:
+            self.rate = rate
             self._requeue(now)
 
-    def _hold(self, now: float, until: float) -> None:
-        """Nothing goes out before `until`."""
+    def _hold(self, now: float, until: float) -> None:  # nothing goes out before `until`
         if until > self._hold_until:
             self._hold_until = until
             self._requeue(now)
 
-    def _requeue(self, now: float) -> None:
-        """The turns handed out so far are handed out again, spaced at the current rate from the last one taken."""
+    def _requeue(self, now: float) -> None:  # the turns handed out so far, again: spaced at the rate from the last taken
         self._generation += 1
-        self._next_send = max(now, self._last_sent + 1.0 / self._rate)
+        self._next_send = max(now, self._last_sent + 1.0 / self.rate)
 
 
-RATE_LIMIT_PACERS: PerSync[RateLimitPacer] = PerSync()
+RATE_LIMIT_PACERS: PerSync = PerSync()
 
-# How long a thread may hold the GIL before CPython makes it hand over (CPython's default: 5 ms). The CDK's reader
-# threads are CPU-bound between requests (decoding pages, building records): at 5 ms they spend half the CPU handing
-# the GIL around (100,000 transactions at concurrency 12: 25.5 s of CPU, against 13.2 s at 50 ms; bench/). The
-# interval is the process's, so it is set when a sync's authenticator is built, not on import (PyAirbyte's
-# in-process manifest source, the Connector Builder's resolve), and only ever lengthened.
+# How long a thread may hold the GIL (CPython: 5 ms). The CDK's reader threads are CPU-bound between requests: at 5 ms
+# they spend half the CPU handing the GIL around (100,000 transactions, concurrency 12: 25.5 s of CPU, 13.2 s at 50 ms;
+# bench/). It is the process's: set when a sync builds its authenticator, not on import, and only ever lengthened.
 SWITCH_INTERVAL = 0.05
 
 # ---------------------------------------------------------------------------------------------- 5. Config and auth
@@ -667,14 +571,12 @@ KUSTOM_KEY_PREFIX, KUSTOM_LIVE_KEY, KUSTOM_TEST_KEY = "kco_", "kco_live_", "kco_
 START_DATE_LAYOUTS = ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%d")  # the spec's start_date: YYYY-MM-DDTHH:mm:ssZ or YYYY-MM-DD
 
 
-def config_problem(config: Mapping[str, Any], now: Optional[datetime] = None) -> Optional[str]:
-    """The first problem with `config` that its spec cannot state, as a sentence, or None.
-
-    What the spec says (required fields, types, enums, ranges) the CDK checks against the spec before any component
-    runs, in both forms (`check_config_against_spec_or_exit`: "Config validation error: ..."); these are the rest:
-    the start_date (see StartDateCheck), Kustom's rules, and a base_url_override that would send the password
-    unencrypted or is not a URL."""
-    return _platform_problem(config) or start_date_problem(config.get("start_date"), now) or _override_problem(config.get("base_url_override"))
+def config_problem(config: Mapping[str, Any]) -> Optional[str]:
+    """The first problem with `config` that its spec cannot state, as a sentence, or None. What the spec states
+    (required fields, types, enums, ranges) the CDK checks before any component runs, in both forms
+    (`check_config_against_spec_or_exit`), the start_date the spec's StartDateCheck; these are the rest: Kustom's
+    rules, a base_url_override that would send the password unencrypted or is not a URL."""
+    return _platform_problem(config) or _override_problem(config.get("base_url_override"))
 
 
 def start_date_problem(start_date: Any, now: Optional[datetime] = None) -> Optional[str]:
@@ -712,7 +614,7 @@ def _platform_problem(config: Mapping[str, Any]) -> Optional[str]:
     if region != "eu":
         return (f"region {region!r} applies to Klarna only: Kustom serves every merchant from api.kustom.co, "
                 "so remove region (or set it to eu) when platform is kustom.")
-    playground = bool(config.get("playground"))
+    playground = bool(config.get("playground"))  # a Kustom key says which environment it is for
     if password.startswith(KUSTOM_TEST_KEY) and not playground:
         return "The password is a Kustom test API key (kco_test_...): switch playground on, or use a live key (kco_live_...) for production."
     if password.startswith(KUSTOM_LIVE_KEY) and playground:
@@ -734,28 +636,24 @@ def _override_problem(override: Any) -> Optional[str]:
 
 @dataclass
 class PacedBasicHttpAuthenticator(BasicHttpAuthenticator):
-    """The manifest's HTTP Basic auth, with every request paced to the merchant's rate limit (`RateLimitPacer`), not
-    sent to an API this sync stopped asking (`SyncFailures`), the Basic token registered as a secret, the Disputes
-    API's merchant-id header where asked, and what a user can fix reported in one sentence before any stream reads.
-
-    Why the authenticator: it is the one component the CDK's HTTP client consults before every attempt (retries
-    included) and tells about every answer (`update_from_response`, the CDK's ResponseAwareAuthenticator protocol),
-    and the one every stream builds with the sync's config before its first request. The CDK masks the password in its
-    output, not base64(username:password), which a debug log of the request headers shows: registering the token
-    masks it on every runtime.
-
+    """The manifest's HTTP Basic auth (the CDK's BasicHttpAuthenticator), with every request paced to the merchant's
+    rate limit (`RateLimitPacer`) and not sent to an API this sync stopped asking (`SyncFailures`), the Basic token
+    registered as a secret, the Disputes API's merchant-id header where asked, and what a user can fix reported in
+    one sentence before any stream reads. Why the authenticator: it is the one component the CDK's HTTP client
+    consults before every attempt (retries included) and tells about every answer (`update_from_response`, the
+    ResponseAwareAuthenticator protocol), built by every stream with the sync's config before its first request.
+    The CDK masks the password, not base64(username:password), which a debug log of the request headers shows.
     What a user can fix fails the sync once, before any stream: a config mistake (`config_problem`), and what one
-    request shows will fail every request (`probe`: rejected credentials, a 400, a host that is not Klarna's API, does
-    not resolve or whose certificate is refused, an HTML page instead of JSON, a merchant_id that is not the
-    credentials' merchant). Met by every partition instead, each would report it again (14 errors for a wrong
-    password on the stock runtime). The manifest's spec validations cannot do this: the CDK hands them one value at a
-    time."""
+    request shows every request would meet (`probe`: rejected credentials, a 400, a host that is not Klarna's, does
+    not resolve or whose certificate is refused, an HTML page, a merchant_id of another merchant). Met by every
+    partition instead, each would report it (14 errors for a wrong password on the stock runtime); the spec's
+    validations cannot, the CDK hands them one value at a time."""
 
     assumed_limit: Union[InterpolatedString, str, int] = 200
     reserve_percent: Union[InterpolatedString, str, int] = 20
     max_requests_per_second: Union[InterpolatedString, str, int, None] = None
     probe_url_base: Optional[str] = None
-    probe_timeout: Union[List[float], Tuple[float, float]] = (30, 120)
+    probe_timeout: Optional[List[float]] = None  # the requester's (connect, read), from the manifest
     rejected_message: str = ""
     bad_request_message: str = ""
     not_found_message: str = ""
@@ -766,7 +664,7 @@ class PacedBasicHttpAuthenticator(BasicHttpAuthenticator):
         self._parameters = parameters or {}
         limit, reserve, cap = (self._number(value) for value in (self.assumed_limit, self.reserve_percent, self.max_requests_per_second))
         sys.setswitchinterval(max(sys.getswitchinterval(), SWITCH_INTERVAL))
-        self._pacer = RATE_LIMIT_PACERS.of(self.config, lambda: RateLimitPacer(
+        self.pacer = RATE_LIMIT_PACERS.of(self.config, lambda: RateLimitPacer(
             assumed_limit=limit or 200, reserve=(20 if reserve is None else reserve) / 100, cap=cap))
         self._failures = FAILURES.of(self.config)
         # The username and password do not change within a sync: the CDK's BasicHttpAuthenticator
@@ -790,13 +688,13 @@ class PacedBasicHttpAuthenticator(BasicHttpAuthenticator):
         answer that is fine or one a retry may cure, left to the streams' error handler; the payout's merchant id)."""
         url = str(InterpolatedString.create(self.probe_url_base, parameters=self._parameters).eval(self.config)).rstrip("/") + "/settlements/v1/payouts"
         try:
-            response = requests.get(url, params={"size": 1}, auth=self, timeout=tuple(self.probe_timeout))
+            response = requests.get(url, params={"size": 1}, auth=self, timeout=tuple(self.probe_timeout or ()) or None)
         except requests.RequestException as error:
             return deterministic_transport_failure(error, url, self.config), None
         self.update_from_response(response.request, response)
         body = parsed_body(response)
-        messages = {400: self.bad_request_message, 401: self.rejected_message, 403: self.rejected_message, 404: self.not_found_message}
-        message = messages.get(response.status_code)
+        message = {400: self.bad_request_message, 401: self.rejected_message, 403: self.rejected_message,
+                   404: self.not_found_message}.get(response.status_code)
         if message:
             return " ".join(str(InterpolatedString.create(message, parameters=self._parameters).eval(
                 self.config, request_url=url, response=body if isinstance(body, dict) else {})).split()), None
@@ -814,10 +712,6 @@ class PacedBasicHttpAuthenticator(BasicHttpAuthenticator):
     def token(self) -> str:
         return self._token
 
-    @property
-    def pacer(self) -> RateLimitPacer:
-        return self._pacer
-
     def __call__(self, request: requests.PreparedRequest) -> Any:
         if not self._token_registered:
             # Registered on first use, after the entrypoint has set up its secret list (which it replaces with the
@@ -826,30 +720,28 @@ class PacedBasicHttpAuthenticator(BasicHttpAuthenticator):
             self._token_registered = True
         self._failures.stop_if_down(klarna_api(str(request.url)))
         self._failures.sent(request)
-        if self.merchant_id_header:
-            merchant_id = self.config.get("merchant_id") or self._merchant_id
-            if merchant_id:
-                request.headers[self.merchant_id_header] = str(merchant_id)
-        self._pacer.wait_turn()
+        merchant_id = self.merchant_id_header and (self.config.get("merchant_id") or self._merchant_id)
+        if merchant_id:
+            request.headers[str(self.merchant_id_header)] = str(merchant_id)
+        self.pacer.wait_turn()
         return super().__call__(request)
 
     def update_from_response(self, request: requests.PreparedRequest, response: requests.Response) -> None:
-        self._pacer.observe(response)
+        self.pacer.observe(response)
 
 
-PROBES: "PerSync[Tuple[Optional[str], Optional[str]]]" = PerSync()
+PROBES: PerSync = PerSync()
 
 # ------------------------------------------------------------------------------------------------- 6. Settlements
 
 # The fields of Klarna's Transaction schema (settlements OpenAPI), in a fixed order.
 TRANSACTION_KEY_FIELDS = (
-    "amount", "capture_id", "merchant_reference1", "sale_date", "type", "capture_date", "payment_reference",
-    "order_id", "payout", "refund_id", "short_order_id", "merchant_reference2", "currency_code", "purchase_country",
-    "vat_rate", "vat_amount", "shipping_country", "initial_payment_method_type", "initial_number_of_installments",
+    "amount", "capture_id", "merchant_reference1", "sale_date", "type", "capture_date", "payment_reference", "order_id",
+    "payout", "refund_id", "short_order_id", "merchant_reference2", "currency_code", "purchase_country", "vat_rate",
+    "vat_amount", "shipping_country", "initial_payment_method_type", "initial_number_of_installments",
     "initial_payment_method_monthly_downpayments", "merchant_capture_reference", "merchant_refund_reference",
-    "detailed_type", "tax_in_currency_of_registration_country", "currency_code_of_registration_country",
-    "klarna_comment", "reversal_reference",
-)
+    "detailed_type", "tax_in_currency_of_registration_country", "currency_code_of_registration_country", "klarna_comment",
+    "reversal_reference")
 
 
 def transaction_fingerprint(record: Mapping[str, Any]) -> str:
@@ -859,14 +751,10 @@ def transaction_fingerprint(record: Mapping[str, Any]) -> str:
 
 
 class OccurrenceCounter:
-    """Counts how often each fingerprint was seen in each payout partition being read.
-
-    Counts belong to one partition object (the slice the CDK passes with every page of it), not to the
-    payment_reference: should the CDK read a payout twice in one sync, the second read numbers its identical rows from
-    0 again and so repeats the first read's keys. One worker reads a partition's pages one after another, and at most
-    `concurrency` (<= 30) partitions are read at once, so keeping the counters of the `capacity` most recent
-    partitions is exact while bounding memory on accounts with millions of transactions. An entry holds its slice, so
-    the id() it is keyed by cannot be reused while it lives."""
+    """How often each fingerprint was seen in each payout partition being read, per partition object (the slice the
+    CDK passes with each of its pages), not per payment_reference: a payout read twice in one sync numbers its
+    identical rows from 0 again, repeating the first read's keys. At most `concurrency` (<= 30) partitions are read
+    at once, so the `capacity` most recent partitions' counts are exact and memory stays bounded."""
 
     def __init__(self, capacity: int = 512) -> None:
         self._capacity = capacity
@@ -888,11 +776,9 @@ class OccurrenceCounter:
 @dataclass
 class TransactionKeyAndPayout(RecordTransformation):
     """Adds `transaction_key` (`<payment_reference>:<fingerprint>:<occurrence>`, `pending:...` for a transaction not
-    yet in a payout), and `payment_reference`/`payout_date` from the payout partition.
-
-    Klarna's transactions have no id, and a payout can hold byte-identical rows (two equal fees): the key numbers them
-    within their payout. One pass, without a Jinja render per record (the CDK's AddFields renders its template for
-    every record: ~40 % of the per-record time, measured)."""
+    yet in a payout) and `payment_reference`/`payout_date` from the payout partition. Klarna's transactions have no
+    id, and a payout can hold byte-identical rows (two equal fees): the key numbers them within their payout. One
+    pass without Jinja: the CDK's AddFields renders its template per record (~40 % of the per-record time)."""
 
     parameters: InitVar[Mapping[str, Any]] = None
     counter: OccurrenceCounter = field(default_factory=OccurrenceCounter)
@@ -934,21 +820,15 @@ class WrappingPartitionRouter(PartitionRouter):
 @dataclass
 class UnreadPayoutsPartitionRouter(WrappingPartitionRouter):
     """One partition per payout whose transactions no earlier sync has read: the payouts router of `transactions`,
-    minus the payouts the previous sync already read.
-
-    An incremental sync re-reads the payouts of the lookback window to catch payouts Klarna books late, and the CDK's
-    SubstreamPartitionRouter would read the transactions of each of them again (two thirds of an incremental sync's
-    requests after a day's growth). A payout's transactions never change once it is paid out, so one read before is
-    skipped. Which payouts were read is kept in the parent state the CDK already carries, next to the payouts cursor:
-
-        "parent_state": {"payouts": {"payout_date": "...", "payouts_read": {"<payment_reference>": "<payout_date>", ...}}}
-
-    The CDK keeps such extra keys of a sequential cursor state (its `legacy` part) and commits each snapshot of this
-    router's state only once every partition generated before it is closed, so a payout enters the saved list only
-    after all its transactions were emitted: skipping never loses a row. The list holds the payouts dated within
-    `remember_days` of the newest one seen (in this sync or on the list it started from), those the next sync's
-    lookback can bring back; one dropped too early is merely read again. A late payout is not on the list, so it is
-    read. Without a saved list (first sync, reset, a state from an older version) every payout is read."""
+    less the payouts the previous sync read. An incremental sync re-reads the lookback window's payouts (for payouts
+    Klarna books late), and the CDK's SubstreamPartitionRouter would read their transactions again (two thirds of an
+    incremental sync's requests after a day's growth); a payout's transactions never change once paid out. The list
+    rides in the parent state the CDK carries: `"parent_state": {"payouts": {"payout_date": ..., "payouts_read":
+    {"<payment_reference>": "<payout_date>", ...}}}`. The CDK keeps such extra keys of a sequential cursor state and
+    commits each snapshot of this router's state only once every partition generated before it is closed, so a payout
+    is listed only after all its transactions were emitted: skipping never loses a row. The list holds the payouts
+    dated within `remember_days` of the newest seen, those the next lookback can bring back (one dropped too early is
+    merely read again). A late payout is not listed, so it is read; without a list (first sync, reset) all are."""
 
     remember_days: Union[InterpolatedString, str, int] = 4
     cursor_datetime_formats: List[str] = field(default_factory=list)  # the payouts cursor's (the manifest's)
@@ -960,8 +840,7 @@ class UnreadPayoutsPartitionRouter(WrappingPartitionRouter):
         self._parent_name = parent_config.stream.name
         self._partition_field = parent_config.partition_field.eval(self.config)
         days = InterpolatedString.create(str(self.remember_days), parameters=parameters or {}).eval(self.config)
-        self._remember = timedelta(days=float(days))
-        self._lock = threading.Lock()
+        self._remember, self._lock = timedelta(days=float(days)), threading.Lock()
         self._read: Dict[str, str] = {}
         self._newest: Optional[datetime] = None
 
@@ -1004,23 +883,17 @@ class UnreadPayoutsPartitionRouter(WrappingPartitionRouter):
     def get_stream_state(self) -> Optional[Mapping[str, StreamState]]:
         state = dict(self.underlying_partition_router.get_stream_state() or {})
         with self._lock:
-            read = dict(self._read)
-        parent_state = dict(state.get(self._parent_name) or {})
-        parent_state[self.READ_KEY] = read
-        state[self._parent_name] = parent_state
+            state[self._parent_name] = {**(state.get(self._parent_name) or {}), self.READ_KEY: dict(self._read)}
         return state
 
 
 @dataclass
 class EachKeyOncePerSync(RecordFilter):
-    """Lets a record through the first time its `key` is seen in this sync, drops repeats.
-
-    Klarna lists a window's payouts newest first and pages by offset: a payout added while the connector is between
-    two pages of a window shifts the list, and the last payouts of page 1 come again at the top of page 2. Nothing is
-    skipped (the shift is towards later pages), but the sync would emit those payouts twice. The CDK's RecordFilter
-    judges each record alone. Payouts are few (about one per currency and day), so one sync's keys fit in memory; the
-    filter belongs to one stream instance, shared by its concurrent windows. The payouts added meanwhile arrive with
-    the next sync (the lookback re-reads them)."""
+    """Lets a record through the first time its `key` is seen in this sync, drops repeats. Klarna lists a window's
+    payouts newest first and pages by offset: a payout added between two pages of a window shifts the list, and the
+    last payouts of page 1 come again on page 2 (nothing is skipped, the shift is towards later pages). The CDK's
+    RecordFilter judges each record alone. Payouts are few (about one per currency and day): one sync's keys fit in
+    memory. The payout added meanwhile arrives with the next sync (the lookback re-reads it)."""
 
     key: str = ""
 
@@ -1050,14 +923,11 @@ class SpillingAnswers:
     whose three streams read side by side never writes the file. Not thread-safe: OrderFetcher's lock guards it."""
 
     def __init__(self, memory_bytes: int = 8 << 20) -> None:
-        self._memory_bytes = memory_bytes
-        self._entries: Dict[str, List[Any]] = {}
+        self._memory_bytes, self._entries = memory_bytes, {}  # order_id -> [status, readers, body or (offset, size)]
         self._in_memory: "OrderedDict[str, int]" = OrderedDict()  # order_id -> body size, oldest first
-        self._memory = 0
-        self._file: Any = None
-        self.spilled = 0  # bodies written to the file so far
+        self._memory, self._file, self.spilled = 0, None, 0  # bytes in memory, the file, bodies written to it
 
-    def put(self, order_id: str, status: int, body: bytes, readers: int) -> None:
+    def put(self, order_id: str, status: int, body: bytes, readers: int = 0) -> None:
         self._entries[order_id] = [status, readers, body]
         self._in_memory[order_id] = len(body)
         self._memory += len(body)
@@ -1091,9 +961,7 @@ class SpillingAnswers:
         return entry[0], body
 
     def close(self) -> None:
-        self._entries.clear()
-        self._in_memory.clear()
-        self._memory = 0
+        self._entries, self._in_memory, self._memory = {}, OrderedDict(), 0
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -1103,36 +971,27 @@ class _Pending:
     """One order's fetch, under way or done: its answer (status, body) or the exception it ended in."""
 
     def __init__(self) -> None:
-        self.done = threading.Event()
-        self.answer: Optional[Tuple[int, bytes]] = None
-        self.error: Optional[BaseException] = None
+        self.done, self.answer, self.error = threading.Event(), None, None  # error: Optional[BaseException]
 
 
 class OrderFetcher:
-    """Klarna's answer for each order that `orders`, `captures` or `refunds` asks for in a sync, each order requested
-    once whichever of the three asks first, kept until all three have read it.
-
-    Why not the stock path: each stream would request every order itself (three requests per order against the
-    merchant's shared rate limit), and the CDK's HttpRequester.send_request spends 2.6-3.3 ms of CPU per request
-    (measured), more than the 3 ms an order may cost in all. So `concurrency` threads send the requests through a
-    requests.Session of this fetcher's own (its pool as large as the threads: no "Connection pool is full"; the
-    environment's proxies and CA bundle read once, not per request), with the order requester's authenticator (paced,
-    re-applied before each retry as the CDK's client does) and timeouts, each answer judged by its error handler and
-    retried with its backoff (`interpret_response`, which raises once an order fails for good, and `backoff_time`).
-
-    Single-flight: a reader asking for an order under way waits for that fetch; a failed fetch is forgotten (the next
-    reader asks again) and fails every reader waiting on it. Answers wait for their other readers in SpillingAnswers,
-    so memory stays flat when a stream is not selected or runs after the others. The threads are daemons: a sync that
-    ends (or fails) does not wait for fetches nobody will read."""
+    """Klarna's answer for each order `orders`, `captures` or `refunds` asks for in a sync: requested once, whichever
+    asks first, kept until all three have read it. Why not the CDK's HttpRequester: each stream would request every
+    order itself (three requests per order on the merchant's shared limit), and its send_request spends 2.6-3.3 ms of
+    CPU per request (measured), more than an order's budget of 3 ms. So `concurrency` threads send them through a
+    requests.Session of their own (its pool as large as the threads; the environment's proxies and CA bundle read
+    once), with the order requester's authenticator (re-applied before each retry, as the CDK's client does) and
+    timeouts, each answer judged by its error handler (which raises once an order fails for good) and retried with
+    its backoff. Single-flight: a reader asking for an order under way waits for that fetch; a failed fetch fails
+    every reader waiting on it and is asked again by the next. Answers wait for their other readers in
+    SpillingAnswers. The threads are daemons: a sync that ends does not wait for fetches nobody will read."""
 
     READERS = {"orders": 1, "captures": 2, "refunds": 4}
     EVERY_READER = 7
 
     def __init__(self, requester: Any, threads: int) -> None:
-        self._requester = requester
-        self._handler = requester.error_handler
+        self._requester, self._handler, self._lock = requester, requester.error_handler, threading.Lock()
         self._timeout = (requester.connect_timeout_in_seconds, requester.read_timeout_in_seconds)
-        self._lock = threading.Lock()
         self._pending: Dict[str, _Pending] = {}
         self._kept = SpillingAnswers()
         base = requester.get_url_base(stream_state=None, stream_slice=None, next_page_token=None)
@@ -1140,20 +999,17 @@ class OrderFetcher:
         self._prefix, self._suffix = urljoin(base.rstrip("/") + "/", path.lstrip("/")).split("ORDERID", 1)
         session = requests.Session()
         adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=threads)
-        session.mount("https://", adapter)
-        session.mount("http://", adapter)  # ignore-https-check: plain http only to localhost (config_problem)
+        for scheme in ("https://", "http://"):  # ignore-https-check: plain http only to localhost (config_problem)
+            session.mount(scheme, adapter)
         settings = session.merge_environment_settings(base, {}, None, None, None)
         session.proxies, session.verify, session.cert = settings["proxies"], settings["verify"], settings["cert"]
-        session.trust_env = False
-        session.auth = requester.authenticator
-        self._requests_session = session
+        session.trust_env, session.auth, self._requests_session = False, requester.authenticator, session
         self._queue: "queue.Queue[Optional[Tuple[str, _Pending]]]" = queue.Queue()
         self._threads = threads
         for number in range(threads):
             threading.Thread(target=self._work, name=f"klarna-orders-{number}", daemon=True).start()
 
-    def close(self) -> None:
-        """Ends the threads once the fetches queued are done, and drops the answers kept."""
+    def close(self) -> None:  # ends the threads once the fetches queued are done, drops the answers kept
         for _ in range(self._threads):
             self._queue.put(None)
         with self._lock:
@@ -1174,8 +1030,7 @@ class OrderFetcher:
                 answer = self._fetch(order_id)
             yield order_id, orjson.loads(answer[1]) if answer[0] == 200 else None
 
-    def _claim(self, order_id: str) -> Optional[_Pending]:
-        """None if the answer is kept; else the fetch under way, or a new one queued."""
+    def _claim(self, order_id: str) -> Optional[_Pending]:  # None if the answer is kept; else the fetch, under way or new
         with self._lock:
             if order_id in self._kept:
                 return None
@@ -1197,7 +1052,7 @@ class OrderFetcher:
                 pending.error = error
             with self._lock:
                 if pending.answer is not None:
-                    self._kept.put(order_id, pending.answer[0], pending.answer[1], 0)
+                    self._kept.put(order_id, *pending.answer)
                 del self._pending[order_id]
             pending.done.set()
 
@@ -1207,11 +1062,10 @@ class OrderFetcher:
         session = self._requests_session
         request = session.prepare_request(requests.Request("GET", url))  # the authenticator paces it (and may stop it)
         for attempt in range(1, int(self._handler.max_retries or 0) + 2):
-            outcome: Any
             if attempt > 1:
                 session.auth(request)
             try:
-                outcome = session.send(request, timeout=self._timeout)
+                outcome: Any = session.send(request, timeout=self._timeout)
                 self._requester.authenticator.update_from_response(request, outcome)
             except requests.RequestException as error:
                 error.request = error.request or request  # a body cut short carries none: the handler counts by it
@@ -1226,48 +1080,41 @@ class OrderFetcher:
         raise AssertionError("unreachable: the error handler raises at the last retry")
 
 
-ORDER_FETCHERS: "PerSync[OrderFetcher]" = PerSync()
+ORDER_FETCHERS: PerSync = PerSync()
 
 
 class _Replay:
     """The slices one read produced, each with the router's state after it, and how the read ended."""
 
     def __init__(self) -> None:
-        self.changed = threading.Condition()
-        self.slices: List[Tuple[StreamSlice, Any]] = []
-        self.reading = self.done = False
+        self.changed, self.slices, self.reading, self.done = threading.Condition(), [], False, False
         self.final: Any = None
         self.error: Optional[BaseException] = None
 
 
-REPLAYS: "PerSync[Dict[str, _Replay]]" = PerSync(dict)
-_REPLAYS_LOCK = threading.Lock()
+REPLAYS: PerSync = PerSync(dict)
 
 
 @dataclass
 class OneReadPerSync(WrappingPartitionRouter):
     """The slices of `underlying_partition_router` (the order-id batches), read once per sync for every stream that
-    starts from the same state, each slice replayed with the state the router had after it.
-
-    orders, captures and refunds each have their own copy of the router, and the CDK's GroupingPartitionRouter reads
-    its parent (the transactions, and theirs the payouts) for each: three times the transactions' requests, and the
-    CDK's work per parent record three times over (a `dpath.get` per record and field, a cursor observe): 25 % of an
-    orders sync's CPU (py-spy). The first stream to ask reads; the others follow its slices as they come. A stream
-    whose saved state differs (one added to the catalog later) reads on its own, so what each reads and the state it
-    saves are what the stock router gives it. A read that fails or stops early fails its followers too: none ends
-    short."""
+    starts from the same state, each replayed with the state the router had after it. orders, captures and refunds
+    each have a copy of the router, and the CDK's GroupingPartitionRouter reads its parent (the transactions, theirs
+    the payouts) for each: three times the transactions' requests, and three times the CDK's work per parent record
+    (a `dpath.get` per record and field, a cursor observe: 25 % of an orders sync's CPU, py-spy). The first stream to
+    ask reads; the others follow its slices as they come. A stream whose saved state differs (added to the catalog
+    later) reads on its own, so each reads and saves what the stock router gives it. A read that fails or stops
+    early fails its followers too: none ends short."""
 
     def __post_init__(self, parameters: Mapping[str, Any]) -> None:
-        self._following = False  # this stream replays another's read
-        self._replayed: Any = None  # the state after the slice replayed last
+        self._following, self._replayed = False, None  # replaying another stream's read; the state after its last slice
 
     def stream_slices(self) -> Iterable[StreamSlice]:
         self._replayed = self.underlying_partition_router.get_stream_state()
         # The state the read starts from is its parents' (a GroupingPartitionRouter has none before it reads).
         reader = getattr(self.underlying_partition_router, "underlying_partition_router", self.underlying_partition_router)
         key = json.dumps(reader.get_stream_state(), sort_keys=True, default=str)
-        with _REPLAYS_LOCK:
-            replay = REPLAYS.of(self.config).setdefault(key, _Replay())
+        replay = REPLAYS.of(self.config).setdefault(key, _Replay())  # dict.setdefault is atomic: one _Replay per key
         with replay.changed:
             self._following, replay.reading = replay.reading, True
         yield from (self._follow(replay) if self._following else self._read(replay))
@@ -1308,15 +1155,12 @@ class OneReadPerSync(WrappingPartitionRouter):
 
 @dataclass
 class OrderItemsRetriever(Retriever):
-    """The records of one batch of order ids (a GroupingPartitionRouter slice, `{"order_id": [...]}` with
-    `extra_fields` `{"payout_date": [...]}`): the orders themselves, or the `items_field` items embedded in them
-    (captures, refunds), each with its order's order_id and the payout_date of the payout whose transaction named the
-    order; through the record selector (transformations, schema normalisation). An order Klarna no longer returns is,
-    on `orders`, a deletion record (`order_id`, `payout_date` and `_ab_cdc_deleted_at`, Airbyte's deletion marker:
-    a deduplicated destination drops the row), so a warehouse stops showing what Klarna no longer has.
-
-    Why custom: the CDK's SimpleRetriever sends one request per page it builds; these three streams read the same
-    orders, once each, through the sync's OrderFetcher (see there)."""
+    """The records of one batch of order ids (a GroupingPartitionRouter slice, `{"order_id": [...]}`, `extra_fields`
+    `{"payout_date": [...]}`): the orders, or their `items_field` items (captures, refunds), each with its order's
+    order_id and the payout_date of the payout whose transaction named the order, through the record selector. An
+    order Klarna no longer returns is, on `orders`, a deletion record (`order_id`, `payout_date`, `_ab_cdc_deleted_at`:
+    Airbyte's marker, on which a deduplicated destination drops the row). Why not the CDK's SimpleRetriever: it sends
+    a request per page; these streams read the same orders, once each, through the sync's OrderFetcher."""
 
     requester: Any
     record_selector: Any
@@ -1427,14 +1271,11 @@ class NestedParentStateMigration(StateMigration):
 
 @dataclass
 class RemoveFieldsUnlessConfigured(RecordTransformation):
-    """RemoveFields, unless the config flag `keep_if` is on: how personal data stays out by default.
-
-    The CDK's RemoveFields has a `condition`, but it cannot gate on the config: it hands the condition to dpath.delete
-    as `afilter`, and dpath 2.2 then deletes every leaf of the record the filter accepts, matched by the pointer or
-    not (`selected = afilter and leaf(value) and afilter(value)`), so `condition: "{{ not config.include_personal_data
-    }}"` empties the whole record. Pointers are lists of keys; "*" stands for every item of a list (or value of an
-    object). It can go when RemoveFields' condition selects among the pointed fields only (the manifest then says
-    `condition:` instead)."""
+    """RemoveFields, unless the config flag `keep_if` is on: how personal data stays out by default. The CDK's
+    RemoveFields has a `condition`, but hands it to dpath.delete as `afilter`, and dpath 2.2 then deletes every leaf
+    the filter accepts, pointed at or not: `condition: "{{ not config.include_personal_data }}"` empties the whole
+    record (checked with CDK 7.39.1). Pointers are lists of keys; "*" stands for every item of a list (or value of an
+    object). It can go when RemoveFields' condition selects among the pointed fields only."""
 
     field_pointers: List[List[str]]
     keep_if: str
@@ -1450,13 +1291,10 @@ class RemoveFieldsUnlessConfigured(RecordTransformation):
 
 def _remove(node: Any, pointer: Sequence[str]) -> None:
     head, rest = pointer[0], pointer[1:]
-    if head == "*":
-        children = node if isinstance(node, list) else list(node.values()) if isinstance(node, dict) else []
-        for child in children:
-            if rest:
-                _remove(child, rest)
+    if head == "*" and rest:
+        for child in node if isinstance(node, list) else list(node.values()) if isinstance(node, dict) else []:
+            _remove(child, rest)
+    elif isinstance(node, dict) and head in node and rest:
+        _remove(node[head], rest)
     elif isinstance(node, dict) and head in node:
-        if rest:
-            _remove(node[head], rest)
-        else:
-            del node[head]
+        del node[head]

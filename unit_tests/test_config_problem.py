@@ -13,7 +13,7 @@ import yaml
 from airbyte_cdk.models import ConnectorSpecification, FailureType
 from airbyte_cdk.sources.utils.schema_helpers import check_config_against_spec_or_exit
 from airbyte_cdk.utils.traced_exception import AirbyteTracedException
-from components import config_problem
+from components import config_problem, start_date_problem
 from source_klarna.run import connector_file
 
 GOOD = {"username": "K1_user", "password": "pw", "region": "eu", "playground": False, "start_date": "2024-01-01T00:00:00Z"}
@@ -37,7 +37,9 @@ NOW = dt.datetime(2026, 11, 21, 12, 0, tzinfo=dt.timezone.utc)
     ],
 )
 def test_each_mistake_gets_its_sentence(change, expected):
-    problem = config_problem({**GOOD, **change}, now=NOW)
+    config = {**GOOD, **change}
+    # The start_date is the spec validation's (StartDateCheck: start_date_problem), the rest config_problem's.
+    problem = start_date_problem(config["start_date"], now=NOW) if "start_date" in change else config_problem(config)
 
     assert problem is not None and expected in problem
 
@@ -76,7 +78,7 @@ def test_what_the_spec_states_is_checked_against_the_spec_before_any_component_a
 
     assert raised.value.failure_type == FailureType.config_error
     assert raised.value.message == f"Config validation error: {expected}"
-    assert config_problem(config, now=NOW) is None  # not repeated in the components
+    assert config_problem(config) is None  # not repeated in the components
 
 
 @pytest.mark.parametrize(
@@ -100,13 +102,13 @@ def test_what_the_spec_states_is_checked_against_the_spec_before_any_component_a
     ],
 )
 def test_good_configs_pass(change):
-    assert config_problem({**GOOD, **change}, now=NOW) is None
+    assert config_problem({**GOOD, **change}) is None and start_date_problem(change.get("start_date", GOOD["start_date"]), now=NOW) is None
 
 
 @pytest.mark.parametrize("password", ["kco_test_api_c2VjcmV0", "kco_live_api_c2VjcmV0"])
 def test_a_kustom_key_mistake_never_quotes_the_key(password):
     for change in ({"platform": "kustom", "playground": password.startswith("kco_live_")}, {"platform": "klarna"}):
-        problem = config_problem({**GOOD, **change, "password": password}, now=NOW)
+        problem = config_problem({**GOOD, **change, "password": password})
 
         assert problem is not None and "c2VjcmV0" not in problem
 

@@ -149,6 +149,8 @@ def test_a_failed_fetch_fails_every_reader_waiting_on_it_and_the_next_reader_ask
     assert account.was_asked("o1").wait(WAIT)
     second, second_out = _in_thread(lambda: _ids(fetcher.answers(["o1", "x1"], "captures")))
     assert account.was_asked("x1").wait(WAIT)
+    # x1 answered while o1's request is out: Order Management answers, so o1's failure stops only o1 (SyncFailures).
+    assert _ids(fetcher.answers(["x1"], "refunds")) == ["x1"]
     account.hold["o1"].set()
     first.join(WAIT)
     second.join(WAIT)

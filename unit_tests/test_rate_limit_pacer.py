@@ -328,6 +328,6 @@ def test_the_authenticator_refuses_a_config_mistake_in_words_before_any_request(
     from airbyte_cdk.utils.traced_exception import AirbyteTracedException
 
     with pytest.raises(AirbyteTracedException) as raised:
-        make_authenticator({"username": "K1_user", "password": "pw", "start_date": "2099-01-01T00:00:00Z"})
+        make_authenticator({"username": "K1_user", "password": "pw", "base_url_override": "http://klarna-proxy.example.com"})
 
-    assert "lies in the future" in raised.value.message and raised.value.failure_type.value == "config_error"
+    assert "would send the Klarna password unencrypted" in raised.value.message and raised.value.failure_type.value == "config_error"

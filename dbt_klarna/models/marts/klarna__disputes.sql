@@ -15,11 +15,11 @@ moved as (
     disputes.source_relation,
     disputes.dispute_krn,
     count(*) as settlement_transaction_count,
-    sum(case when transactions.transaction_type = 'FEE' then transactions.amount_minor
+    cast(sum(case when transactions.transaction_type = 'FEE' then transactions.amount_minor
              when transactions.transaction_type = 'FEE_REFUND' then -transactions.amount_minor
-             else 0 end) as settled_fee_minor,
-    sum(case when transactions.transaction_type = 'REVERSAL' then transactions.amount_minor else 0 end) as settled_reversal_minor,
-    sum(transactions.signed_amount_minor) as settled_net_amount_minor,
+             else 0 end) as {{ dbt.type_bigint() }}) as settled_fee_minor,
+    cast(sum(case when transactions.transaction_type = 'REVERSAL' then transactions.amount_minor else 0 end) as {{ dbt.type_bigint() }}) as settled_reversal_minor,
+    cast(sum(transactions.signed_amount_minor) as {{ dbt.type_bigint() }}) as settled_net_amount_minor,
     {{ dbt.listagg('distinct transactions.payment_reference', "', '", 'order by transactions.payment_reference') }} as payment_references
   from disputes
   inner join {{ ref('stg_klarna__transactions') }} as transactions

@@ -8,7 +8,7 @@
 with transactions as (
   select
     transactions.source_relation,
-    {{ dbt.date_trunc('month', 'coalesce(transactions.payout_date, payouts.payout_date)') }} as fee_month,
+    cast({{ dbt.date_trunc('month', 'coalesce(transactions.payout_date, payouts.payout_date)') }} as {{ dbt.type_timestamp() }}) as fee_month,
     coalesce(transactions.currency_code, payouts.currency_code) as currency_code,
     transactions.transaction_type,
     transactions.detailed_type,
@@ -20,7 +20,7 @@ with transactions as (
 ),
 
 sales as (
-  select source_relation, fee_month, currency_code, sum(amount_minor) as month_sale_amount_minor
+  select source_relation, fee_month, currency_code, cast(sum(amount_minor) as {{ dbt.type_bigint() }}) as month_sale_amount_minor
   from transactions
   where transaction_type = 'SALE'
   group by source_relation, fee_month, currency_code
@@ -34,8 +34,8 @@ fees as (
     transaction_type as fee_type,
     coalesce(detailed_type, transaction_type) as fee_detailed_type,
     count(*) as transaction_count,
-    sum(amount_minor) as gross_amount_minor,
-    sum(case when transaction_type in {{ klarna_in_list(refunded) }} then -amount_minor else amount_minor end) as net_fee_amount_minor
+    cast(sum(amount_minor) as {{ dbt.type_bigint() }}) as gross_amount_minor,
+    cast(sum(case when transaction_type in {{ klarna_in_list(refunded) }} then -amount_minor else amount_minor end) as {{ dbt.type_bigint() }}) as net_fee_amount_minor
   from transactions
   where transaction_type in {{ klarna_in_list(charged + refunded) }}
   group by source_relation, fee_month, currency_code, transaction_type, coalesce(detailed_type, transaction_type)

@@ -13,13 +13,13 @@ with orders as (
 ),
 
 captures as (
-  select source_relation, order_id, count(*) as capture_count, sum(captured_amount_minor) as captures_amount_minor
+  select source_relation, order_id, count(*) as capture_count, cast(sum(captured_amount_minor) as {{ dbt.type_bigint() }}) as captures_amount_minor
   from {{ ref('stg_klarna__captures') }}
   group by source_relation, order_id
 ),
 
 refunds as (
-  select source_relation, order_id, count(*) as refund_count, sum(refunded_amount_minor) as refunds_amount_minor
+  select source_relation, order_id, count(*) as refund_count, cast(sum(refunded_amount_minor) as {{ dbt.type_bigint() }}) as refunds_amount_minor
   from {{ ref('stg_klarna__refunds') }}
   group by source_relation, order_id
 ),
@@ -38,12 +38,12 @@ settled as (
     min(payout_date) as first_payout_date,
     max(payout_date) as last_payout_date,
     min(currency_code) as currency_code,
-    sum(case when transaction_type = 'SALE' then amount_minor else 0 end) as paid_out_sale_amount_minor,
-    sum(case when transaction_type = 'RETURN' then amount_minor else 0 end) as paid_out_return_amount_minor,
-    sum(case when transaction_type in {{ klarna_in_list(klarna_fee_types_charged()) }} then amount_minor
+    cast(sum(case when transaction_type = 'SALE' then amount_minor else 0 end) as {{ dbt.type_bigint() }}) as paid_out_sale_amount_minor,
+    cast(sum(case when transaction_type = 'RETURN' then amount_minor else 0 end) as {{ dbt.type_bigint() }}) as paid_out_return_amount_minor,
+    cast(sum(case when transaction_type in {{ klarna_in_list(klarna_fee_types_charged()) }} then amount_minor
              when transaction_type in {{ klarna_in_list(klarna_fee_types_refunded()) }} then -amount_minor
-             else 0 end) as paid_out_fee_amount_minor,
-    sum(signed_amount_minor) as paid_out_net_amount_minor
+             else 0 end) as {{ dbt.type_bigint() }}) as paid_out_fee_amount_minor,
+    cast(sum(signed_amount_minor) as {{ dbt.type_bigint() }}) as paid_out_net_amount_minor
   from settled_transactions
   group by source_relation, order_id
 ),
@@ -69,9 +69,9 @@ pending as (
     order_id,
     min(currency_code) as currency_code,
     count(*) as pending_transaction_count,
-    sum(case when transaction_type = 'SALE' then amount_minor else 0 end) as pending_sale_amount_minor,
-    sum(case when transaction_type = 'RETURN' then amount_minor else 0 end) as pending_return_amount_minor,
-    sum(signed_amount_minor) as pending_net_amount_minor
+    cast(sum(case when transaction_type = 'SALE' then amount_minor else 0 end) as {{ dbt.type_bigint() }}) as pending_sale_amount_minor,
+    cast(sum(case when transaction_type = 'RETURN' then amount_minor else 0 end) as {{ dbt.type_bigint() }}) as pending_return_amount_minor,
+    cast(sum(signed_amount_minor) as {{ dbt.type_bigint() }}) as pending_net_amount_minor
   from {{ ref('stg_klarna__pending_transactions') }}
   where order_id is not null
   group by source_relation, order_id

@@ -14,10 +14,10 @@ sums as (
     payment_reference,
     count(*) as transaction_count,
     {%- for field in type_fields %}
-    sum(case when transaction_type in {{ klarna_in_list(by_type[field]) }} then amount_minor else 0 end) as transactions_{{ field }}_minor,
+    cast(sum(case when transaction_type in {{ klarna_in_list(by_type[field]) }} then amount_minor else 0 end) as {{ dbt.type_bigint() }}) as transactions_{{ field }}_minor,
     {%- endfor %}
-    sum(signed_amount_minor) as transactions_settlement_amount_minor,
-    sum(case when totals_field is null then 1 else 0 end) as unknown_type_count
+    cast(sum(signed_amount_minor) as {{ dbt.type_bigint() }}) as transactions_settlement_amount_minor,
+    cast(sum(case when totals_field is null then 1 else 0 end) as {{ dbt.type_bigint() }}) as unknown_type_count
   from {{ ref('stg_klarna__transactions') }}
   group by source_relation, payment_reference
 ),
@@ -70,7 +70,7 @@ checked as (
 select
   checked.*,
   mismatched_field_count = 0 as is_reconciled,
-  {{ dbt.date_trunc('month', 'payout_date') }} as payout_month,
+  cast({{ dbt.date_trunc('month', 'payout_date') }} as {{ dbt.type_timestamp() }}) as payout_month,
   {{ klarna_to_major_units('totals_settlement_amount_minor', 'currency_code') }} as settlement_amount,
   {{ klarna_to_major_units('transactions_settlement_amount_minor', 'currency_code') }} as transactions_settlement_amount,
   {{ klarna_to_major_units('settlement_difference_minor', 'currency_code') }} as settlement_difference,
