@@ -67,7 +67,7 @@ class PerSync:
     def of(self, config: Any, make: Optional[Callable[[], Any]] = None) -> Any:
         with self._lock:
             entry = self._entries.get(id(config))
-            if entry is None or entry[0] is not config:
+            if entry is None or entry[0] is not config:  # a new sync
                 entry = self._entries[id(config)] = (config, (make or self._factory)())  # type: ignore[misc]
                 while len(self._entries) > self._capacity:
                     _, (_, dropped) = self._entries.popitem(last=False)
@@ -242,27 +242,27 @@ class SyncFailures:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._attempts: "weakref.WeakKeyDictionary[Any, List[float]]" = weakref.WeakKeyDictionary()  # request -> [failed, first sent]
+        self._attempts: "weakref.WeakKeyDictionary[Any, List[float]]" = weakref.WeakKeyDictionary()  # request -> [answers, sent at, foreign in a row]
         self._answered: Dict[str, float] = {}  # api -> monotonic time of its last answer that was not a failure
-        self._down: Dict[str, KlarnaFailure] = {}
-        self._reported: Set[Any] = set()  # causes
+        self._down, self._reported = {}, set()  # api -> the KlarnaFailure that stopped it; the causes reported
 
     def sent(self, request: Any) -> None:  # its first attempt, or a retry
         with self._lock:
-            self._attempts.setdefault(request, [0, time.monotonic()])
+            self._attempts.setdefault(request, [0, time.monotonic(), 0])
 
-    def answer(self, request: Any, url: str) -> Tuple[Any, int]:
-        """The request an answer belongs to, as sent, and the answer's number for it (1 for its first): `request`
-        itself (requests' adapters hand back the one sent), else the one in flight to `url` (an adapter may wrap it,
-        as requests-mock does); (None, 1) for neither (a body cut short carries no request: its retries are the
-        CDK's, each partition reporting its own)."""
+    def answer(self, request: Any, url: str, foreign: bool) -> Tuple[Any, int, int]:
+        """The request an answer belongs to, as sent, the answer's number for it (1 for its first), and how many of its
+        answers in a row were not Klarna's (`foreign`): `request` itself (requests' adapters hand back the one sent),
+        else the one in flight to `url` (an adapter may wrap it, as requests-mock does); None for neither (a body cut
+        short carries no request: its retries are the CDK's, each partition reporting its own)."""
         with self._lock:
             if request is None or request not in self._attempts:
                 request = next((sent for sent in list(self._attempts.keys()) if str(sent.url) == url), None) if url else None
             if request is None:
-                return None, 1
-            self._attempts[request][0] += 1
-            return request, int(self._attempts[request][0])
+                return None, 1, int(foreign)
+            entry = self._attempts[request]
+            entry[0], entry[2] = entry[0] + 1, entry[2] + 1 if foreign else 0
+            return request, int(entry[0]), int(entry[2])
 
     def answered(self, api: str, request: Any) -> None:
         with self._lock:
@@ -370,8 +370,10 @@ class KlarnaErrorHandler(DefaultErrorHandler):
         sent = getattr(response_or_exception, "request", None)
         url = str(getattr(sent, "url", None) or getattr(response_or_exception, "url", None) or "")
         api = klarna_api(url) if url else klarna_api(self._served_path())
-        request, attempt = failures.answer(sent, url)
-        resolution = self._resolution(response_or_exception, attempt)
+        is_2xx = isinstance(response_or_exception, requests.Response) and 200 <= response_or_exception.status_code < 300
+        problem = answer_problem(parsed_body(response_or_exception), self.expect, self._items_field, _requested_page_size(response_or_exception)) if is_2xx else None
+        request, attempt, foreign = failures.answer(sent, url, problem is not None)
+        resolution = self._resolution(response_or_exception, problem, foreign)
         action = resolution.response_action
         if action in (ResponseAction.SUCCESS, ResponseAction.IGNORE):
             failures.answered(api, request)
@@ -384,16 +386,14 @@ class KlarnaErrorHandler(DefaultErrorHandler):
             raise failures.give_up(api, request, message, resolution.failure_type or FailureType.system_error, kind)
         return resolution
 
-    def _resolution(self, response_or_exception: Any, attempt: int) -> ErrorResolution:
+    def _resolution(self, response_or_exception: Any, problem: Optional[str], foreign: int) -> ErrorResolution:
         if isinstance(response_or_exception, requests.RequestException):
             return self._transport_failure(response_or_exception)
         if isinstance(response_or_exception, requests.Response):
             response = response_or_exception
             url = str(response.url or "").split("?", 1)[0]
-            if 200 <= response.status_code < 300:
-                problem = answer_problem(parsed_body(response), self.expect, self._items_field, _requested_page_size(response))
-                if problem:
-                    return self._foreign_answer(response, url, problem, attempt)
+            if problem:
+                return self._foreign_answer(response, url, problem, foreign)
             body = parsed_body(response)  # a 400 about the page size or offset, which only the connector chooses
             reasons = "; ".join(str(m) for m in body.get("error_messages") or []) if isinstance(body, dict) else ""
             if response.status_code == 400 and ("size" in reasons.lower() or "offset" in reasons.lower()):

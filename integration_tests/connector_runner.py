@@ -104,9 +104,10 @@ def configured_catalog(streams: Iterable[str], sync_mode: str = "incremental") -
         "captures": [["capture_id"]],
         "refunds": [["refund_id"]],
         "pending_transactions": [["transaction_key"]],
+        "disputes": [["dispute_krn"]],
     }
     # Streams with full refresh only: the platform configures them so whatever the others' mode.
-    full_refresh_only = {"pending_transactions"}
+    full_refresh_only = {"pending_transactions", "disputes"}
 
     def mode(name: str) -> str:
         return "full_refresh" if name in full_refresh_only else sync_mode
@@ -142,6 +143,14 @@ class ConnectorRun:
 
     def records(self, stream: str) -> List[Dict[str, Any]]:
         return [m["record"]["data"] for m in self.of_type("RECORD") if m["record"]["stream"] == stream]
+
+    def kept(self, stream: str) -> List[Dict[str, Any]]:
+        """The records of `stream` that are not deletion records (`_ab_cdc_deleted_at`: an order Klarna no longer returns)."""
+        return [record for record in self.records(stream) if not record.get("_ab_cdc_deleted_at")]
+
+    def deleted(self, stream: str, key: str) -> List[Any]:
+        """The keys of the deletion records of `stream`."""
+        return [record[key] for record in self.records(stream) if record.get("_ab_cdc_deleted_at")]
 
     def state_messages(self) -> List[Dict[str, Any]]:
         return [m["state"] for m in self.of_type("STATE")]

@@ -30,7 +30,7 @@ def test_spec_lists_every_config_field_and_hides_the_password():
     assert set(spec["properties"]) == {
         "platform", "region", "playground", "username", "password", "start_date",
         "lookback_window_days", "concurrency", "max_requests_per_second", "rate_limit_reserve_percent",
-        "base_url_override", "include_personal_data",
+        "base_url_override", "include_personal_data", "merchant_id",
     }
     assert spec["properties"]["platform"]["enum"] == ["klarna", "kustom"]
     assert spec["properties"]["rate_limit_reserve_percent"]["default"] == 20
@@ -72,7 +72,9 @@ def test_discover_lists_the_streams_with_keys_and_cursors(emulator):
 
     assert run.exit_code == 0
     streams = {s["name"]: s for s in run.of_type("CATALOG")[0]["catalog"]["streams"]}
-    assert set(streams) == {"payouts", "transactions", "payout_summaries", "orders", "captures", "refunds", "pending_transactions"}
+    assert set(streams) == {"payouts", "transactions", "payout_summaries", "orders", "captures", "refunds", "pending_transactions", "disputes"}
+    assert streams["disputes"]["source_defined_primary_key"] == [["dispute_krn"]]
+    assert streams["disputes"]["supported_sync_modes"] == ["full_refresh"]
     assert streams["payouts"]["source_defined_primary_key"] == [["payment_reference"]]
     assert streams["transactions"]["source_defined_primary_key"] == [["transaction_key"]]
     assert streams["payouts"]["default_cursor_field"] == ["payout_date"]
@@ -81,7 +83,7 @@ def test_discover_lists_the_streams_with_keys_and_cursors(emulator):
     assert streams["captures"]["source_defined_primary_key"] == [["capture_id"]]
     assert streams["refunds"]["source_defined_primary_key"] == [["refund_id"]]
     assert all(streams[name]["default_cursor_field"] == ["payout_date"] for name in ("orders", "captures", "refunds"))
-    assert all("incremental" in s["supported_sync_modes"] for name, s in streams.items() if name != "pending_transactions")
+    assert all("incremental" in s["supported_sync_modes"] for name, s in streams.items() if name not in ("pending_transactions", "disputes"))
     # Transactions in no payout yet: no payout_date to be incremental on.
     assert streams["pending_transactions"]["supported_sync_modes"] == ["full_refresh"]
     assert streams["pending_transactions"]["source_defined_primary_key"] == [["transaction_key"]]

@@ -90,8 +90,9 @@ GENERATED_DIR = ACCEPTANCE_DIR / "generated"
 
 # 6 payouts (2 days x 3 currencies, all in March 2026) of 5 transactions each, 2 of which are
 # byte-identical copies of a fee row: small, and it exercises the transaction key's occurrence count.
-# Seed 1 has returns (so refunds), which every stream needs: the basic read requires records from each.
-ACCEPTANCE_SPEC = DatasetSpec(seed=1, payouts=6, transactions_per_payout=5, first_payout_date="2026-03-02T00:00:00Z")
+# Seed 1 has returns (so refunds), which every stream needs: the basic read requires records from each;
+# two disputes, so that the disputes stream has records too.
+ACCEPTANCE_SPEC = DatasetSpec(seed=1, payouts=6, transactions_per_payout=5, first_payout_date="2026-03-02T00:00:00Z", disputes=2)
 # The emulator's password: every test of this module can check it leaks into no output.
 PASSWORD = "Acc-pw_4Zq!r8-never-print-me"
 WRONG_PASSWORD = "Wrong-pw_J7x!m2-never-print-me"

@@ -66,8 +66,8 @@ def test_payout_summaries_add_up_to_the_payouts_of_each_month(emulator, form):
 
 # A few payouts and 7 transactions in no payout yet (the end of the unfiltered /transactions list).
 PENDING_SPEC = DatasetSpec(seed=71, payouts=4, transactions_per_payout=25, first_payout_date="2026-10-01T00:00:00Z", pending_transactions=7)
-# What a pending row and the same row once in a payout share: all but where it belongs.
-BELONGING = ("transaction_key", "payment_reference", "payout", "payout_date")
+# What a pending row and the same row once in a payout share: all but where it belongs (and when it was listed).
+BELONGING = ("transaction_key", "payment_reference", "payout", "payout_date", "pending_as_of")
 
 
 def _content(row):
@@ -85,6 +85,7 @@ def test_pending_transactions_land_and_move_into_transactions_with_their_payout(
     assert len(served) == PENDING_SPEC.pending_transactions
     assert Counter(_content(row) for row in pending) == Counter(_content(row) for row in served)
     assert all(not row.get("payment_reference") and row["transaction_key"].startswith("pending:") for row in pending)
+    assert len({row["pending_as_of"] for row in pending}) == 1  # one listing: the sync's
     assert_transactions_exact(emulator, before.records("transactions"))
     keys = [row["transaction_key"] for row in before.records("transactions") + pending]
     assert len(keys) == len(set(keys)), "a key in both tables, or twice in one"
@@ -101,6 +102,7 @@ def test_pending_transactions_land_and_move_into_transactions_with_their_payout(
     assert_transactions_exact(emulator, after.records("transactions"))
     # ...and gone from pending_transactions, which now holds the next set.
     now_pending = after.records("pending_transactions")
+    assert len({row["pending_as_of"] for row in now_pending}) == 1 and now_pending[0]["pending_as_of"] >= pending[0]["pending_as_of"]
     assert Counter(_content(row) for row in now_pending) == Counter(_content(row) for row in emulator.dataset.pending_transactions())
     assert not set(map(_content, now_pending)) & set(map(_content, moved))
     union = [row["transaction_key"] for row in after.records("transactions") + now_pending]

@@ -274,3 +274,14 @@ def test_one_error_trace_per_cause_the_others_a_warning_naming_their_stream():
     assert logged.type == Type.LOG and logged.log.level == Level.WARN
     assert "captures" in logged.log.message and "Klarna kept failing." in logged.log.message
     assert other_cause.as_airbyte_message().type == Type.TRACE
+
+
+def test_only_foreign_answers_in_a_row_count_towards_failing_a_request_other_failures_keep_their_retries():
+    handler, request = _handler(config=_config()), _request()
+    answers = [_server_error(request), _response(200, raw=b"<html/>", request=request), _response(200, raw=b"<html/>", request=request),
+               _server_error(request), _response(200, raw=b"<html/>", request=request), _response(200, raw=b"<html/>", request=request)]
+
+    outcomes = [judge(handler, answer) for answer in answers]
+
+    assert [o.response_action for o in outcomes] == [ResponseAction.RETRY] * 6  # never three foreign answers in a row
+    assert isinstance(judge(handler, _response(200, raw=b"<html/>", request=request)), KlarnaFailure)  # the seventh: the last retry
