@@ -457,14 +457,14 @@ class RateLimitPacer:
     (at m = T, the cap with no other traffic: L - T or max_requests_per_second; else what the others leave). An
     answer more than one request below T cuts it by a third; one at T/2 or less, or a 429, holds every request until
     the limit resets (Retry-After, else X-Ratelimit-Reset). The first answer with R (the probe's; before it, L/20)
-    starts it at a fifth of R - T (a fixed window's first answer cannot show the others yet), and the first period
+    starts it at a tenth of R - T (a fixed window's first answer cannot show the others yet), and the first period
     adds all it left unused above T. A floor of 1 % of L keeps a sync moving; answers without the headers run it at
     its cap. Requests are spaced 1/rate apart. Thread safe: one pacer serves every stream of a sync. Why not the
     manifest's `api_budget` (HTTPAPIBudget): it reads `ratelimit_remaining_header`, but takes the reset header for
     an epoch (Klarna's is seconds to the reset), its FixedWindow can only lower its count and its MovingWindow acts
     only at 0 remaining, and it keeps no reserve for the merchant's checkout."""
 
-    SLOW_START_SHARE, FIRST_SHARE, FIRST_GAIN, FLOOR_SHARE, GAIN, CUT, NAP = 0.05, 0.2, 1.0, 0.01, 0.5, 2 / 3, 0.25
+    SLOW_START_SHARE, FIRST_SHARE, FIRST_GAIN, FLOOR_SHARE, GAIN, CUT, NAP = 0.05, 0.1, 1.0, 0.01, 0.5, 2 / 3, 0.25
 
     def __init__(self, assumed_limit: float, reserve: float, cap: Optional[float] = None,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:

@@ -272,10 +272,28 @@ class DbtOutcome:
     counts: Dict[str, int]  # status -> nodes (pass, error, fail, skipped, success, warn)
     failed: List[Tuple[str, str, str]]  # (node name, status, message) of every node that did not succeed
     output: str
+    results: List[Dict[str, Any]] = dataclasses.field(default_factory=list)  # unique_id, status, message, seconds
 
     @property
     def ok(self) -> bool:
         return self.returncode == 0
+
+
+def dbt_outcome(returncode: int, seconds: float, output: str, results_path: Path, redact=str) -> DbtOutcome:
+    """The outcome of a dbt run from its target/run_results.json (each message through `redact`)."""
+    counts: Dict[str, int] = {}
+    failed: List[Tuple[str, str, str]] = []
+    results: List[Dict[str, Any]] = []
+    if results_path.exists():
+        for result in json.loads(results_path.read_text()).get("results", []):
+            status = str(result.get("status"))
+            counts[status] = counts.get(status, 0) + 1
+            message, unique_id = redact(str(result.get("message") or "")), str(result.get("unique_id", ""))
+            results.append({"unique_id": unique_id, "status": status, "message": message, "seconds": result.get("execution_time")})
+            if status not in ("success", "pass"):
+                parts = unique_id.split(".")
+                failed.append((parts[2] if len(parts) > 2 else unique_id, status, message))
+    return DbtOutcome(returncode, seconds, counts, failed, output, results)
 
 
 def dbt_executable() -> Path:
@@ -347,24 +365,13 @@ def run_dbt(
             proc = subprocess.run(
                 args, cwd=str(work), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout
             )
-        except subprocess.TimeoutExpired as error:
+        except subprocess.TimeoutExpired:
             raise DemoError(f"dbt {' '.join(command)} did not finish within {timeout:.0f} s") from None
         output = proc.stdout or ""
-        counts: Dict[str, int] = {}
-        failed: List[Tuple[str, str, str]] = []
-        results_path = work / "target" / "run_results.json"
-        if results_path.exists():
-            for result in json.loads(results_path.read_text()).get("results", []):
-                status = str(result.get("status"))
-                counts[status] = counts.get(status, 0) + 1
-                if status not in ("success", "pass"):
-                    parts = str(result.get("unique_id", "")).split(".")
-                    name = parts[2] if len(parts) > 2 else ".".join(parts)
-                    failed.append((name, status, str(result.get("message") or "")))
         if echo:
             for line in output.splitlines():
                 progress("  dbt | " + line)
-        return DbtOutcome(proc.returncode, time.monotonic() - started, counts, failed, output)
+        return dbt_outcome(proc.returncode, time.monotonic() - started, output, work / "target" / "run_results.json")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

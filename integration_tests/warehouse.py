@@ -9,7 +9,7 @@ on either, and dbt_klarna built on either with dbt-duckdb or dbt-postgres.
 * ``run_dbt(adapter, connection, project_dir, target_schema, vars, command=("build",), timeout=...)``
   writes a throwaway profile named ``klarna`` (dbt_klarna's ``profile:``) and returns a
   ``DbtOutcome``: exit code, seconds, counts by status and the nodes that did not succeed, read from
-  target/run_results.json (as demo/run_demo.py's run_dbt does).
+  target/run_results.json by demo/run_demo.py's dbt_outcome.
 
 A *warehouse* is a DuckDB file (a ``Path`` or ``str``) or a PostgreSQL server: a
 ``postgres_server.PostgresParams`` or a mapping with host, port, user, password, database. No
@@ -21,7 +21,6 @@ logs (DBT_ENV_SECRET_*), and every returned text is redacted.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 import os
 import shutil
@@ -33,6 +32,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import quote, quote_plus
 
 from connector_runner import OFFLINE_DNS, run_in_own_session
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "demo"))
+from run_demo import DbtOutcome, dbt_outcome  # noqa: E402  (demo/run_demo.py: the demo's dbt outcome)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -208,20 +210,6 @@ def run_pyairbyte_sync(
 # ------------------------------------------------------------------------------------------- dbt
 
 
-@dataclasses.dataclass
-class DbtOutcome:
-    returncode: int
-    seconds: float
-    counts: Dict[str, int]  # status -> nodes (pass, error, fail, skipped, success, warn)
-    failed: List[Tuple[str, str, str]]  # (node name, status, message) of every node that did not succeed
-    output: str
-    results: List[Dict[str, Any]] = dataclasses.field(default_factory=list)  # unique_id, status, message, seconds
-
-    @property
-    def ok(self) -> bool:
-        return self.returncode == 0
-
-
 def dbt_executable() -> Path:
     path = Path(sys.executable).with_name("dbt")
     if not path.exists():
@@ -286,21 +274,7 @@ def run_dbt(
         ]
         code, stdout, stderr = run_in_own_session(args, timeout, cwd=str(work), env=environment)
         output = _redact(stdout + stderr, hidden)
-        counts: Dict[str, int] = {}
-        failed: List[Tuple[str, str, str]] = []
-        results: List[Dict[str, Any]] = []
-        results_path = work / "target" / "run_results.json"
-        if results_path.exists():
-            for result in json.loads(results_path.read_text()).get("results", []):
-                status = str(result.get("status"))
-                counts[status] = counts.get(status, 0) + 1
-                message = _redact(str(result.get("message") or ""), hidden)
-                unique_id = str(result.get("unique_id", ""))
-                results.append({"unique_id": unique_id, "status": status, "message": message,
-                                "seconds": result.get("execution_time")})
-                if status not in ("success", "pass"):
-                    parts = unique_id.split(".")
-                    failed.append((parts[2] if len(parts) > 2 else unique_id, status, message))
-        return DbtOutcome(code, time.monotonic() - started, counts, failed, output, results)
+        return dbt_outcome(code, time.monotonic() - started, output, work / "target" / "run_results.json",
+                           redact=lambda message: _redact(message, hidden))
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -35,6 +35,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from klarna_emulator.transactions import TOTALS_BY_TYPE
+
 Row = Dict[str, Any]
 Table = Dict[Tuple[Any, ...], Row]
 
@@ -47,21 +49,8 @@ TOTALS_FIELDS = (
     "fee_correction_amount", "tax_refund_amount", "repay_amount", "settlement_amount", "deposit_amount",
     "opening_debt_balance_amount", "closing_debt_balance_amount",
 )
-# The 12 totals fields that are sums of transaction types.
-TYPE_TOTALS = {
-    "sale_amount": ("SALE",),
-    "fee_amount": ("FEE",),
-    "return_amount": ("RETURN",),
-    "reversal_amount": ("REVERSAL", "REVERSAL_MERCHANT_PROTECTION"),
-    "commission_amount": ("COMMISSION",),
-    "tax_amount": ("TAX",),
-    "holdback_amount": ("HOLDBACK",),
-    "release_amount": ("RELEASE",),
-    "charge_amount": ("CHARGE",),
-    "credit_amount": ("CREDIT",),
-    "fee_refund_amount": ("FEE_REFUND",),
-    "fee_correction_amount": ("CORRECTION",),
-}
+# The 12 totals fields that are sums of transaction types (the emulator's, as Klarna documents them).
+TYPE_TOTALS = TOTALS_BY_TYPE
 TOWARDS_MERCHANT = ("SALE", "RELEASE", "CREDIT", "FEE_REFUND", "CORRECTION")
 TOWARDS_KLARNA = ("FEE", "RETURN", "REVERSAL", "REVERSAL_MERCHANT_PROTECTION", "COMMISSION", "TAX", "HOLDBACK", "CHARGE")
 FEES_CHARGED = ("FEE", "COMMISSION", "TAX", "CHARGE")

@@ -169,7 +169,7 @@ def test_when_the_others_take_everything_it_trickles_and_holds_at_the_reserve():
     assert quota.ours_refused == 0
     assert quota.others_refused() <= 195 * 20 / 100  # at most 1 % of theirs
     # Progress, at the floor once the first answers have shown the others' share: never stuck, never pushing the
-    # merchant over (the start, a fifth of what the first answer said was left, is test_the_first_answer_...).
+    # merchant over (the start, a tenth of what the first answer said was left, is test_the_first_answer_...).
     assert sent >= 10 and after_the_start <= 2 * 18 + 10
 
 
@@ -208,7 +208,7 @@ def test_remaining_at_half_the_reserve_holds_until_the_window_resets():
     assert clock.now == pytest.approx(1.0)
 
 
-def test_the_first_answer_starts_it_at_a_fifth_of_what_remaining_leaves_above_the_reserve():
+def test_the_first_answer_starts_it_at_a_share_of_what_remaining_leaves_above_the_reserve():
     clock = SimulatedClock()
     pacer = RateLimitPacer(assumed_limit=200, reserve=0.2, clock=clock, sleep=clock.sleep)
 
@@ -237,7 +237,7 @@ def test_the_limit_and_window_come_from_klarnas_headers():
     pacer.observe(answer(200, **{"X-Ratelimit-Limit": "50, 50;w=2", "X-Ratelimit-Remaining": "50", "X-Ratelimit-Reset": "2"}))
 
     assert pacer.cap == 20  # 50 less the 20 % reserve per 2-second window: 40 per window, 20/s
-    # The start, in the limit Klarna names: a fifth of what Remaining leaves above the reserve, per 2-second window.
+    # The start, in the limit Klarna names: a tenth of what Remaining leaves above the reserve, per 2-second window.
     assert pacer.rate == pytest.approx(RateLimitPacer.FIRST_SHARE * (50 - 10) / 2)
 
 

@@ -52,17 +52,13 @@ mart_fees as (
 ),
 
 mismatches as (
+  {%- for mart_column, sums_column in [('transactions_settlement_amount_minor', 'net_minor'), ('transaction_count', 'transaction_count')] %}
   select 'klarna__payout_reconciliation' as model, recon.source_relation, recon.payment_reference as row_key,
-         'transactions_settlement_amount_minor' as figure,
-         recon.transactions_settlement_amount_minor as mart_value, coalesce(sums.net_minor, 0) as staging_value
+         '{{ mart_column }}' as figure, recon.{{ mart_column }} as mart_value, coalesce(sums.{{ sums_column }}, 0) as staging_value
   from {{ ref('klarna__payout_reconciliation') }} as recon
   left join payout_sums as sums on sums.source_relation = recon.source_relation and sums.payment_reference = recon.payment_reference
   union all
-  select 'klarna__payout_reconciliation', recon.source_relation, recon.payment_reference, 'transaction_count',
-         recon.transaction_count, coalesce(sums.transaction_count, 0)
-  from {{ ref('klarna__payout_reconciliation') }} as recon
-  left join payout_sums as sums on sums.source_relation = recon.source_relation and sums.payment_reference = recon.payment_reference
-  union all
+  {%- endfor %}
   select 'klarna__payout_reconciliation', payouts.source_relation, payouts.payment_reference, 'totals_settlement_amount_minor',
          recon.totals_settlement_amount_minor, payouts.settlement_amount_minor
   from {{ ref('stg_klarna__payouts') }} as payouts

@@ -6,7 +6,6 @@ Run from the repository root: `.venv/bin/pytest -q emulator/tests/test_disputes.
 from __future__ import annotations
 
 import collections
-import contextlib
 import json
 import re
 from urllib.parse import quote
@@ -19,8 +18,10 @@ import yaml
 from klarna_emulator import Dataset, DatasetSpec, FaultConfig, KlarnaEmulator
 from klarna_emulator.__main__ import build_parser
 from klarna_emulator.dataset import TOTALS_BY_TYPE, parse_datetime
-from klarna_emulator.server import start_server
 from reference import SETTLEMENTS_OPENAPI
+
+import emulator_session
+from emulator_session import get
 
 DISPUTES = "/disputes/v2/disputes"
 TRANSACTIONS = "/settlements/v1/transactions"
@@ -48,27 +49,8 @@ SPEC = DatasetSpec(seed=17, payouts=36, transactions_per_payout=15, disputes=24,
                    empty_payouts=2, unreconciled_payouts=1)
 
 
-@contextlib.contextmanager
 def served(dataset, faults=None):
-    server, thread = start_server(dataset, USER, PASSWORD, faults=faults)
-    try:
-        with requests.Session() as session:
-            session.auth = (USER, PASSWORD)
-            session.headers.update(MID)
-            session.base = f"http://127.0.0.1:{server.server_address[1]}"
-            session.state = server.state
-            yield session
-    finally:
-        server.state.shutdown_event.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
-
-
-def get(session, path, **params):
-    resp = session.get(session.base + path, params=params, timeout=10)
-    assert resp.status_code == 200, resp.text
-    return resp.json()
+    return emulator_session.served(dataset, USER, PASSWORD, faults=faults, headers=MID)
 
 
 def list_all(session, **params) -> tuple:

@@ -5,7 +5,6 @@ Run from the repository root: `.venv/bin/pytest -q emulator/tests/test_growth_ev
 """
 from __future__ import annotations
 
-import contextlib
 import json
 
 import jsonschema
@@ -16,8 +15,10 @@ import yaml
 from klarna_emulator import Dataset, DatasetSpec, KlarnaEmulator
 from klarna_emulator.__main__ import build_parser
 from klarna_emulator.dataset import TOTALS_BY_TYPE, parse_datetime
-from klarna_emulator.server import start_server
 from reference import SETTLEMENTS_OPENAPI
+
+import emulator_session
+from emulator_session import get
 
 PAYOUTS = "/settlements/v1/payouts"
 TRANSACTIONS = "/settlements/v1/transactions"
@@ -34,25 +35,8 @@ SPEC = DatasetSpec(seed=21, payouts=12, transactions_per_payout=15, currencies=(
 REFUND_FIELDS = ("refunded_amount", "refunds", "captures")
 
 
-@contextlib.contextmanager
 def served(dataset):
-    server, thread = start_server(dataset, USER, PASSWORD)
-    try:
-        with requests.Session() as session:
-            session.auth = (USER, PASSWORD)
-            session.base = f"http://127.0.0.1:{server.server_address[1]}"
-            yield session
-    finally:
-        server.state.shutdown_event.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
-
-
-def get(session, path, **params):
-    resp = session.get(session.base + path, params=params, timeout=10)
-    assert resp.status_code == 200, resp.text
-    return resp.json()
+    return emulator_session.served(dataset, USER, PASSWORD)
 
 
 def walk(session, **params) -> list:

@@ -6,7 +6,6 @@ Run from the repository root: `.venv/bin/pytest -q emulator/tests/test_pending_a
 from __future__ import annotations
 
 import collections
-import contextlib
 import json
 
 import jsonschema
@@ -17,8 +16,10 @@ import yaml
 from klarna_emulator import Dataset, DatasetSpec, KlarnaEmulator
 from klarna_emulator.__main__ import build_parser
 from klarna_emulator.dataset import TOTALS_BY_TYPE, parse_datetime
-from klarna_emulator.server import start_server
 from reference import SETTLEMENTS_OPENAPI
+
+import emulator_session
+from emulator_session import get
 
 PAYOUTS = "/settlements/v1/payouts"
 SUMMARY = "/settlements/v1/payouts/summary"
@@ -35,26 +36,8 @@ TOWARDS_KLARNA = ("fee_amount", "return_amount", "reversal_amount", "commission_
                   "holdback_amount", "charge_amount")
 
 
-@contextlib.contextmanager
 def served(dataset):
-    """A real emulator server in a thread of this process, and a session authenticated against it."""
-    server, thread = start_server(dataset, USER, PASSWORD)
-    try:
-        with requests.Session() as session:
-            session.auth = (USER, PASSWORD)
-            session.base = f"http://127.0.0.1:{server.server_address[1]}"
-            yield session
-    finally:
-        server.state.shutdown_event.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
-
-
-def get(session, path, **params):
-    resp = session.get(session.base + path, params=params, timeout=10)
-    assert resp.status_code == 200, resp.text
-    return resp.json()
+    return emulator_session.served(dataset, USER, PASSWORD)
 
 
 def walk(session, size, **params) -> tuple:
