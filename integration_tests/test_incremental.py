@@ -60,3 +60,14 @@ def test_after_growth_exactly_the_new_and_late_payouts_arrive_and_the_union_equa
     )
     # 620 rows a payout: two pages each.
     assert requested == Counter({(ref, offset): 1 for ref in added for offset in ("0", "500")})
+
+
+def test_each_page_of_the_payouts_list_is_asked_once_per_stream_that_reads_it(emulator):
+    # A limit BEHAVIOR.md names: payouts, transactions (its parent) and the order streams (their
+    # transactions' parent, read once for all three) each ask for the payouts list on their own.
+    emulator.reset_requests()
+    run = run_connector("read", emulator.config(), configured_catalog(STREAMS + ("orders", "captures", "refunds")))
+    assert run.exit_code == 0, run.everything[-3000:]
+    pages = Counter(tuple(sorted(r["query"].items())) for r in emulator.requests()
+                    if r["path"].endswith("/settlements/v1/payouts") and r["query"].get("size") != "1")
+    assert pages and set(pages.values()) == {3}, pages
