@@ -7,6 +7,8 @@ tests then check the marts against the emulator's dataset and rerun dbt on copie
   units off: `dbt build` fails, its test `klarna_payouts_reconcile` fails and its stored failing
   rows name exactly that payout;
 - a `pending_transactions` table (the connector from 2.0.0 on) shows up in klarna__order_settlement.
+- identical pending rows of one movement, one of them paid out since: the other two stay, and the
+  pending test passes on them.
 """
 
 from __future__ import annotations
@@ -196,3 +198,40 @@ def test_pending_transactions_show_in_order_settlement(reconciled, tmp_path):
     row = rows(db, f"SELECT pending_transaction_count, outstanding_amount_minor, settlement_status FROM {report.ORDER_SETTLEMENT} "
                    "WHERE order_id = ?", [order_id])[0]
     assert row == (0, 500, "awaiting_settlement")
+
+
+def test_identical_pending_rows_stay_but_for_the_ones_paid_out_and_the_pending_test_agrees(reconciled, tmp_path):
+    """Three identical pending rows of one money movement, listed before the sync that read its paid-out
+    transaction: stg_klarna__pending_transactions keeps the two not yet paid out (the n-th pending row needs n
+    paid transactions), and klarna_pending_not_in_a_payout, which judges each kept row by the model's own
+    movement_occurrence, passes on that right answer."""
+    db = tmp_path / "identical.duckdb"
+    shutil.copy(reconciled["db"], db)
+    con = duckdb.connect(str(db))
+    try:
+        if not report.table_exists(con, "pending_transactions"):
+            con.execute("CREATE TABLE main.pending_transactions AS SELECT *, CAST(NULL AS VARCHAR) AS pending_as_of FROM main.transactions WHERE false")
+        con.execute("DELETE FROM main.pending_transactions")  # the latest listing is the one made here
+        columns = [r[0] for r in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'main' AND table_name = 'pending_transactions'"
+        ).fetchall()]
+        paid_key = con.execute("SELECT transaction_key FROM main.transactions WHERE type = 'SALE' ORDER BY transaction_key LIMIT 1").fetchone()[0]
+        for copy in range(3):
+            replaced = {"transaction_key": f"'pending:identical:{copy}'", "_airbyte_raw_id": f"'identical-{copy}'",
+                        "payment_reference": "NULL", "payout": "NULL", "payout_date": "NULL",
+                        "pending_as_of": "'2000-01-01T00:00:00Z'"}  # listed before any transaction was extracted
+            select = ", ".join(f"{replaced.get(c, c)} AS {c}" for c in columns)
+            con.execute(f"INSERT INTO main.pending_transactions BY NAME SELECT {select} FROM main.transactions "
+                        "WHERE transaction_key = ?", [paid_key])
+    finally:
+        con.close()
+
+    outcome = run_demo.run_dbt(db, timeout=DBT_TIMEOUT_S, echo=False)
+    assert outcome.ok, outcome.output[-3000:]
+    movement = f"(SELECT movement_key FROM {report.DBT_SCHEMA}.stg_klarna__transactions WHERE transaction_key = ?)"
+    paid = rows(db, f"SELECT count(*) FROM {report.DBT_SCHEMA}.stg_klarna__transactions WHERE movement_key = {movement}", [paid_key])[0][0]
+    assert paid == 1, f"the dataset has {paid} paid rows of that movement: pick another"
+    kept = rows(db, f"SELECT transaction_key, movement_occurrence FROM {report.DBT_SCHEMA}.stg_klarna__pending_transactions "
+                    "ORDER BY transaction_key")
+    assert kept == [("pending:identical:1", 2), ("pending:identical:2", 3)]
+    assert not [name for name, _status, _message in outcome.failed], outcome.failed

@@ -10,7 +10,7 @@ with pending as (
     transaction_key,
     movement_key,
     pending_as_of,
-    row_number() over (partition by source_relation, movement_key order by transaction_key) as movement_occurrence
+    movement_occurrence  -- the model's, numbered over its listing before paid-out rows were dropped
   from {{ ref('stg_klarna__pending_transactions') }}
 ),
 
