@@ -272,7 +272,6 @@ class DbtOutcome:
     counts: Dict[str, int]  # status -> nodes (pass, error, fail, skipped, success, warn)
     failed: List[Tuple[str, str, str]]  # (node name, status, message) of every node that did not succeed
     output: str
-    results: List[Dict[str, Any]] = dataclasses.field(default_factory=list)  # unique_id, status, message, seconds
 
     @property
     def ok(self) -> bool:
@@ -283,17 +282,15 @@ def dbt_outcome(returncode: int, seconds: float, output: str, results_path: Path
     """The outcome of a dbt run from its target/run_results.json (each message through `redact`)."""
     counts: Dict[str, int] = {}
     failed: List[Tuple[str, str, str]] = []
-    results: List[Dict[str, Any]] = []
     if results_path.exists():
         for result in json.loads(results_path.read_text()).get("results", []):
             status = str(result.get("status"))
             counts[status] = counts.get(status, 0) + 1
             message, unique_id = redact(str(result.get("message") or "")), str(result.get("unique_id", ""))
-            results.append({"unique_id": unique_id, "status": status, "message": message, "seconds": result.get("execution_time")})
             if status not in ("success", "pass"):
                 parts = unique_id.split(".")
                 failed.append((parts[2] if len(parts) > 2 else unique_id, status, message))
-    return DbtOutcome(returncode, seconds, counts, failed, output, results)
+    return DbtOutcome(returncode, seconds, counts, failed, output)
 
 
 def dbt_executable() -> Path:

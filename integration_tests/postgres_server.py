@@ -1,9 +1,9 @@
 """A real, throwaway PostgreSQL server for the tests: Debian's server binaries, a fresh cluster in a
 temporary directory, listening on 127.0.0.1 only (a free port) and on a unix socket inside that
-directory, removed when the context ends.
+directory, removed when the session ends.
 
-    with postgres_server() as pg:          # or the session fixture `postgres` (conftest imports it)
-        psycopg2.connect(**pg.connect_kwargs())
+    def test_it(postgres):                  # the session fixture (conftest imports it)
+        psycopg2.connect(**postgres.connect_kwargs())
 
 The binaries are those of Debian's `postgresql` package (/usr/lib/postgresql/<major>/bin: initdb,
 pg_ctl, postgres; the newest major there), or of $SOURCE_KLARNA_PG_BIN. Missing ones fail the caller
@@ -88,10 +88,6 @@ class PostgresParams:
     def as_dict(self) -> Dict[str, object]:
         """host, port, user, password, database: the warehouse helpers' and pyairbyte_sync's form."""
         return {"host": self.host, "port": self.port, "user": self.user, "password": self.password, "database": self.database}
-
-    @property
-    def log_file(self) -> Path:
-        return Path(self.directory) / "server.log"
 
 
 def find_binaries() -> Path:
@@ -209,7 +205,6 @@ class PostgresServer:
         self.directory: Optional[Path] = None
         self.params: Optional[PostgresParams] = None
         self.started = False
-        self.seconds_to_start: Optional[float] = None
 
     # the cluster's files: <dir>/data, <dir>/run (unix socket), <dir>/server.log
     def _paths(self):
@@ -227,8 +222,7 @@ class PostgresServer:
         except BaseException:
             self.stop()
             raise
-        self.seconds_to_start = time.monotonic() - began
-        self.params = dataclasses.replace(self.params, start_seconds=round(self.seconds_to_start, 3))
+        self.params = dataclasses.replace(self.params, start_seconds=round(time.monotonic() - began, 3))
         return self.params
 
     def _start(self, began: float) -> None:
@@ -322,16 +316,6 @@ class PostgresServer:
         self.directory = None
         with contextlib.suppress(Exception):
             atexit.unregister(self.stop)
-
-
-@contextlib.contextmanager
-def postgres_server(start_timeout: float = START_TIMEOUT_S, stop_timeout: float = STOP_TIMEOUT_S) -> Iterator[PostgresParams]:
-    """A started server's PostgresParams for the block; stopped and removed afterwards."""
-    server = PostgresServer(start_timeout=start_timeout, stop_timeout=stop_timeout)
-    try:
-        yield server.start()
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -45,7 +45,7 @@ import traceback
 import urllib.parse
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping
 
 FORMS = ("package", "manifest-only")
 WRITE_STRATEGIES = ("auto", "merge", "append", "replace")

@@ -22,7 +22,7 @@ import pytest
 from conftest import EMULATOR_PASSWORD
 from connector_runner import FORMS, configured_catalog
 from klarna_emulator import DatasetSpec, KlarnaEmulator
-from streaming_runner import assert_clean_run, fast_backoff_manifest, run_concurrently, stream_connector
+from streaming_runner import assert_clean_run, fast_backoff_manifest, result_of, run_concurrently, stream_connector
 
 pytestmark = pytest.mark.slow
 
@@ -73,13 +73,6 @@ def outcomes() -> Dict[Any, Any]:
     return run_concurrently(jobs, workers=len(jobs))
 
 
-def _outcome(outcomes, key) -> SimpleNamespace:
-    outcome = outcomes[key]
-    if isinstance(outcome, BaseException):
-        raise outcome
-    return outcome
-
-
 def _messages(run) -> List[str]:
     texts = [error.get("message") or "" for error in run.errors()]
     texts += [str(message["log"].get("message")) for message in run.of_type("LOG")]
@@ -89,7 +82,7 @@ def _messages(run) -> List[str]:
 
 @pytest.mark.parametrize("name, form", SCENARIOS, ids=[f"{name}-{form}" for name, form in SCENARIOS])
 def test_a_failing_api_is_asked_no_more_and_reported_once_with_what_to_do(outcomes, name, form):
-    outcome = _outcome(outcomes, (name, form))
+    outcome = result_of(outcomes, (name, form))
     run, (_, _, path) = outcome.failed, OUTAGES[name]
 
     assert run.exit_code != 0
@@ -107,7 +100,7 @@ def test_a_failing_api_is_asked_no_more_and_reported_once_with_what_to_do(outcom
 
 @pytest.mark.parametrize("name, form", SCENARIOS, ids=[f"{name}-{form}" for name, form in SCENARIOS])
 def test_the_next_sync_after_klarna_recovers_is_exact(outcomes, name, form):
-    outcome = _outcome(outcomes, (name, form))
+    outcome = result_of(outcomes, (name, form))
     dataset, failed, recovered = outcome.emulator.dataset, outcome.failed, outcome.recovered
 
     assert recovered.exit_code == 0 and not recovered.errors(), [e["message"][:200] for e in recovered.errors()]
@@ -128,7 +121,7 @@ def test_the_next_sync_after_klarna_recovers_is_exact(outcomes, name, form):
 
 
 def test_with_the_shipped_backoff_an_order_management_outage_ends_the_sync_within_four_minutes(outcomes):
-    outcome = _outcome(outcomes, ("order-management-503", "shipped backoff"))
+    outcome = result_of(outcomes, ("order-management-503", "shipped backoff"))
 
     assert outcome.failed.exit_code != 0
     assert outcome.seconds < MAX_SECONDS, f"{outcome.seconds:.0f} s"

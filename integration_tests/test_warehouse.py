@@ -40,6 +40,7 @@ import pytest
 import warehouse_truth as truth_of
 from conftest import EMULATOR_PASSWORD
 from klarna_emulator import DatasetSpec, KlarnaEmulator
+from streaming_runner import connector_components
 from warehouse import is_duckdb, query, run_dbt, run_pyairbyte_sync
 
 pytestmark = pytest.mark.slow
@@ -266,7 +267,11 @@ def stored_failures(warehouse: Any, target_schema: str, test: str, columns: Sequ
     return query(warehouse, f'SELECT {", ".join(columns)} FROM "{target_schema}_dbt_test__audit"."{test}"')
 
 
-def failing_tests(outcome) -> Dict[str, str]:
+def dbt_test_failures(warehouse_name: str, warehouse: Any, stores: Run, run: Run) -> Dict[str, str]:
+    """`dbt test` on the two-store build (timed into `run`): {test name: status} of every test that did not pass."""
+    outcome = run.timed("dbt test", lambda: run_dbt(warehouse_name, warehouse, target_schema=STORES_SCHEMA,
+                                                      vars=dbt_vars(stores.facts["schemas"]), command=("test",),
+                                                      timeout=DBT_TIMEOUT_S, threads=DBT_THREADS))
     return {name: status for name, status, _message in outcome.failed}
 
 
@@ -302,10 +307,7 @@ def prove_stale_pending_row(warehouse_name: str, warehouse: Any, stores: Run) ->
         execute(warehouse, f'INSERT INTO "{target}"."{pending}" ({", ".join(pending_columns)}) '
                            f'SELECT {", ".join(values)} FROM "{target}"."{paid}" AS paid '
                            f"WHERE paid.source_relation = {literal(source_relation)} AND paid.transaction_key = {literal(paid_key)}")
-        outcome = run.timed("dbt test", lambda: run_dbt(warehouse_name, warehouse, target_schema=target,
-                                                          vars=dbt_vars(stores.facts["schemas"]), command=("test",),
-                                                          timeout=DBT_TIMEOUT_S, threads=DBT_THREADS))
-        failing = failing_tests(outcome)
+        failing = dbt_test_failures(warehouse_name, warehouse, stores, run)
         run.facts.update(failing=failing, paid_key=paid_key, order_id=order_id)
         if failing.get(PENDING_TEST) != "fail":
             run.problems.append(f"{PENDING_TEST} did not fail on a pending row whose transaction {paid_key} is in a payout: {failing}")
@@ -340,10 +342,7 @@ def prove_stale_mart_row(warehouse_name: str, warehouse: Any, stores: Run) -> Ru
                                              f"WHERE source_relation = {literal(source_relation)} ORDER BY payment_reference LIMIT 1")[0]
         execute(warehouse, f'UPDATE "{target}"."{mart}" SET transactions_settlement_amount_minor = transactions_settlement_amount_minor + 100 '
                            f"WHERE source_relation = {literal(source_relation)} AND payment_reference = {literal(reference)}")
-        outcome = run.timed("dbt test", lambda: run_dbt(warehouse_name, warehouse, target_schema=target,
-                                                          vars=dbt_vars(stores.facts["schemas"]), command=("test",),
-                                                          timeout=DBT_TIMEOUT_S, threads=DBT_THREADS))
-        failing = failing_tests(outcome)
+        failing = dbt_test_failures(warehouse_name, warehouse, stores, run)
         run.facts.update(failing=failing, payment_reference=reference)
         if failing != {MARTS_TEST: "fail"}:
             run.problems.append(f"expected {MARTS_TEST} alone to fail, got {failing}")
@@ -379,7 +378,7 @@ def runs(postgres, manifest_only_build, tmp_path_factory) -> Dict[str, Run]:  # 
     assert not stale, (f"the installed source-klarna is not the session's connector ({', '.join(stale)} differ from "
                        f"{manifest_only_build}): `make install` reinstalls it from the checkout")
     manifest = manifest_only_build / "manifest.yaml"
-    fingerprint = truth_of.load_fingerprint(manifest_only_build / "components.py")
+    fingerprint = connector_components().transaction_fingerprint  # the session's components.py, as both forms run it
     warehouses = {"duckdb": tmp_path_factory.mktemp("warehouse") / "klarna.duckdb", "postgres": postgres}
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=len(warehouses), thread_name_prefix="warehouse") as pool:

@@ -34,7 +34,7 @@ from urllib.parse import quote, quote_plus
 from connector_runner import OFFLINE_DNS, run_in_own_session
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "demo"))
-from run_demo import DbtOutcome, dbt_outcome  # noqa: E402  (demo/run_demo.py: the demo's dbt outcome)
+from run_demo import DbtOutcome, dbt_executable, dbt_outcome, redact  # noqa: E402  (demo/run_demo.py: its dbt runner's parts)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -88,12 +88,6 @@ def _secrets(*values: Any) -> List[str]:
     return sorted((f for f in forms if f), key=len, reverse=True)
 
 
-def _redact(text: str, hidden: Sequence[str]) -> str:
-    for secret in hidden:
-        text = text.replace(secret, "****")
-    return text
-
-
 def query(warehouse: Warehouse, sql: str, params: Sequence[Any] = ()) -> List[Tuple[Any, ...]]:
     """Rows of `sql` on the warehouse (read only for DuckDB; `%s` placeholders on PostgreSQL, `?` on
     DuckDB). A statement that does not return rows gives []."""
@@ -124,10 +118,8 @@ def query(warehouse: Warehouse, sql: str, params: Sequence[Any] = ()) -> List[Tu
 
 def table_counts(warehouse: Warehouse, schema: str, tables: Sequence[str]) -> Dict[str, Optional[int]]:
     """Rows of each table of `schema` (None for a table that is not there)."""
-    if is_duckdb(warehouse):
-        present_sql = "SELECT table_name FROM information_schema.tables WHERE table_schema = ?"
-    else:
-        present_sql = "SELECT table_name FROM information_schema.tables WHERE table_schema = %s"
+    placeholder = "?" if is_duckdb(warehouse) else "%s"
+    present_sql = f"SELECT table_name FROM information_schema.tables WHERE table_schema = {placeholder}"
     present = {row[0] for row in query(warehouse, present_sql, [schema])}
     return {
         table: (query(warehouse, f'SELECT count(*) FROM "{schema}"."{table}"')[0][0] if table in present else None)
@@ -164,11 +156,9 @@ def run_pyairbyte_sync(
     script gave no result at all, or ran out of `timeout`: AssertionError with its output)."""
     if is_duckdb(warehouse):
         cache: Dict[str, Any] = {"type": "duckdb", "db_path": str(warehouse), "schema_name": schema or "main"}
-        hidden = _secrets(config.get("password"), f"{config.get('username', '')}:{config.get('password', '')}")
     else:
-        pg = postgres_params(warehouse)
-        cache = {"type": "postgres", **pg, "schema_name": schema or "airbyte_raw"}
-        hidden = _secrets(config.get("password"), f"{config.get('username', '')}:{config.get('password', '')}", pg["password"])
+        cache = {"type": "postgres", **postgres_params(warehouse), "schema_name": schema or "airbyte_raw"}
+    hidden = _secrets(config.get("password"), f"{config.get('username', '')}:{config.get('password', '')}", cache.get("password"))
     if form == "manifest-only" and manifest_path is None:
         raise ValueError("form manifest-only needs manifest_path (connector_runner.connector_file('manifest.yaml'))")
     args = {
@@ -193,7 +183,7 @@ def run_pyairbyte_sync(
         )
     # Whether any form of a password reached the output, before it is redacted here.
     leaked = any(secret in stdout or secret in stderr for secret in hidden)
-    stdout, stderr = _redact(stdout, hidden), _redact(stderr, hidden)
+    stdout, stderr = redact(stdout, hidden), redact(stderr, hidden)
     lines = [line for line in stdout.splitlines() if line.strip()]
     try:
         result = json.loads(lines[-1])
@@ -208,13 +198,6 @@ def run_pyairbyte_sync(
 
 
 # ------------------------------------------------------------------------------------------- dbt
-
-
-def dbt_executable() -> Path:
-    path = Path(sys.executable).with_name("dbt")
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: the demo extra (dbt-duckdb, dbt-postgres) is not installed (`make install`)")
-    return path
 
 
 def dbt_profile(adapter: str, connection: Warehouse, target_schema: str, threads: int = 1) -> str:
@@ -273,8 +256,8 @@ def run_dbt(
             "--vars", json.dumps(dict(vars or {})),
         ]
         code, stdout, stderr = run_in_own_session(args, timeout, cwd=str(work), env=environment)
-        output = _redact(stdout + stderr, hidden)
+        output = redact(stdout + stderr, hidden)
         return dbt_outcome(code, time.monotonic() - started, output, work / "target" / "run_results.json",
-                           redact=lambda message: _redact(message, hidden))
+                           redact=lambda message: redact(message, hidden))
     finally:
         shutil.rmtree(work, ignore_errors=True)

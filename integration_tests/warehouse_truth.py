@@ -29,10 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import importlib.util
-import sys
 from collections import Counter, defaultdict
-from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from klarna_emulator.transactions import TOTALS_BY_TYPE
@@ -157,18 +154,6 @@ def fee_sign(transaction_type: str) -> int:
 def dispute_match_key(reference: Optional[str]) -> Optional[str]:
     """A dispute KRN as both sides match it: lower case, '-' read as '_'."""
     return None if reference is None else reference.lower().replace("-", "_")
-
-
-def load_fingerprint(components_path: Path) -> Callable[[Mapping[str, Any]], str]:
-    """The connector's transaction_fingerprint, from the components.py the syncs run."""
-    name = "klarna_truth_components"
-    module = sys.modules.get(name)
-    if module is None or Path(module.__file__) != Path(components_path):
-        spec = importlib.util.spec_from_file_location(name, components_path)
-        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-        sys.modules[name] = module
-        spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module.transaction_fingerprint
 
 
 # ------------------------------------------------------------------------- the store, read once

@@ -10,11 +10,9 @@
   {{ return(var('klarna_schemas', none) or [var('klarna_schema', 'klarna')]) }}
 {%- endmacro %}
 
+{#- The stream's table of one store: src_klarna.yml's source table (its database and identifier), in `schema`. -#}
 {% macro klarna_relation(stream, schema) -%}
-  {{ return(api.Relation.create(
-      database=(var('klarna_database', target.database) if target.type not in ('spark', 'databricks') else none),
-      schema=schema,
-      identifier=var('klarna_' ~ stream ~ '_identifier', stream))) }}
+  {{ return(source('klarna', stream).incorporate(path={'schema': schema})) }}
 {%- endmacro %}
 
 {#- A column whose name the warehouse reserves (the disputes' `order`), quoted as the destination wrote it:

@@ -541,7 +541,7 @@ class Dataset(EventsMixin):
         plan = OrderPlan(plan.authorized, plan.captures, plan.refunds + [amount for amount, _ in added],
                          plan.released)
         detail = replace(detail, refunds=detail.refunds + tuple(event for _, event in added))
-        b = _dumps(merchant_order(plan, detail, random.Random(f"{src.key}:order:{k}"), src.currency))
+        b = self._order_json(src, plan, detail, k)
         self._amended_orders[order_id] = (added, b)
         return b
 

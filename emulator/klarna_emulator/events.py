@@ -124,10 +124,6 @@ class EventsMixin:
                 break
         return chosen
 
-    def _not_purged(self, order_id: str) -> bool:
-        ratio = float(self.spec.purged_order_ratio)
-        return ratio <= 0 or not self._purged(order_id, ratio)
-
     # ------------------------------------------------------------------ a growth step
 
     def _plan_step(self, step: int, events: Events, currency: str, tau: int, n_refunds: int, n_gone: int,
@@ -140,7 +136,7 @@ class EventsMixin:
 
         def free(meta, i, content):
             oid = content.order_details[i].order_id
-            return oid not in touched and oid not in events.gone and self._not_purged(oid)
+            return oid not in touched and oid not in events.gone and not self.is_purged(oid)
 
         def refundable(meta, i, content):
             return free(meta, i, content) and self._refundable_amount(content, i, events) >= 100
@@ -315,9 +311,7 @@ class EventsMixin:
                 d = dsp.advance(d, state, ts, None if payout is None else payout.ref)
             records.append(d)
             numbers[d.krn] = n
-        self._set_extra_rows(placer)
-        self._content.clear()  # contents drawn while choosing lack the rows just placed
-        self._rows_json.clear()
+        self._set_extra_rows(placer)  # forgets what is cached of each payout that gained rows
         return Events(extra_payouts=placer.extra_payouts, disputes=tuple(records), dispute_numbers=numbers)
 
     @staticmethod
@@ -358,7 +352,7 @@ class EventsMixin:
                 first = int(draws.u_order * len(details))
                 for o in range(len(details)):
                     oid = details[(first + o) % len(details)].order_id
-                    if (relax >= 1 or oid not in disputed) and (relax >= 2 or self._not_purged(oid)):
+                    if (relax >= 1 or oid not in disputed) and (relax >= 2 or not self.is_purged(oid)):
                         return meta, (first + o) % len(details)
         return None  # pragma: no cover
 

@@ -45,7 +45,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from .dataset import Dataset
 from .dates import parse_datetime
-from .disputes import QueryError, parse_query
+from .disputes import MAX_LIMIT, QueryError, parse_query
 from .events import STEP_KINDS
 from .faults import ENDPOINTS, FaultConfig, FaultController, RateLimitReading, retry_after_header
 from .tls import SelfSignedCertificate
@@ -90,7 +90,7 @@ _BAD_PARAMETER = {
     "payout": "payment_reference: must be a valid payment reference",
     "transactions": "payment_reference: must be a valid payment reference",
     "order": "order_id: must be a valid order id",
-    "disputes": "limit: must be an integer between 1 and 250",
+    "disputes": f"limit: must be an integer between 1 and {MAX_LIMIT}",
 }
 #: faults that change the shape of a collection (other endpoints answer as usual)
 _COLLECTION_SHAPES = ("no_pagination", "null_items")
@@ -399,7 +399,7 @@ class KlarnaHandler(BaseHTTPRequestHandler):
             pass
 
     # ---------------------------------------------------------------- API
-    def _api(self, method, endpoint, match, path, pairs, query, cid, collection_shape=None, config=None):
+    def _api(self, method, endpoint, match, path, pairs, query, cid, *, config, collection_shape=None):
         state: EmulatorState = self.server.state
         if not state.check_auth(self.headers.get("Authorization")):
             raise ApiError(401, "UNAUTHORIZED", "Authentication failed: missing or invalid Basic credentials.",
@@ -442,7 +442,7 @@ class KlarnaHandler(BaseHTTPRequestHandler):
                 raise ApiError(404, "NO_SUCH_ORDER", f"Order with id {order_id} was not found.")
             return 200, body, ()
         if endpoint == "disputes":
-            self._check_disputes_access(state, config or state.faults.config)
+            self._check_disputes_access(state, config)
             if match.lastindex:
                 dispute_krn = unquote(match.group(1))
                 body = ds.dispute_json(dispute_krn)
